@@ -1,0 +1,439 @@
+"""Per-element rounding-error bounds derived from the spec's expressions.
+
+First-order (1 + delta) model (DESIGN.md section 3): every rounding i perturbs its exact result x_i
+to x_i (1 + delta_i) + e_i with |delta_i| <= k_i u_i and |e_i| <= eta_i / 2 (underflow). To first
+order the output moves by sum_i delta_i x_i (d out / d x_i), so
+
+    B = margin * sum_i (k_i u_i |x_i| + eta_i / 2) |d out / d x_i|
+
+The derivative is the node's adjoint, found by one reverse sweep over the expression DAG, evaluated
+in float64 for whole arrays at once. Which node rounds to which format comes from the evaluation
+order (`spec.orders`) and the precision profile (`Precision`):
+
+- tensor operations round to `compute` (PyTorch's opmath: float32 for bf16/fp16 tensors);
+- `StoreParam` / `StoreState` markers and every output round to the parameter / state format;
+- hyperparameter-only ("scalar") arithmetic rounds to the order's scalar format (double for Python
+  floats), and a scalar entering a tensor operation is cast to `compute`;
+- `hyper`, if set, is a format every hyperparameter is rounded to before use (a kernel that takes
+  them as fp32 or bf16 tensors).
+
+The same DAG node used twice is one rounding: a deterministic kernel computes it identically.
+Products and quotients are order-free to first order (every rounding in a chain perturbs the whole
+chain relatively); n-ary sums are bounded by their largest possible partial sum. Elements where an
+intermediate overflows its format, or is not finite, are outside the model: their bound is inf and
+`in_domain` is False, so they are never judged by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+import sympy as sp
+
+from spec.formats import FLOAT32, FLOAT64, Format, format_of, opmath
+from spec.markers import StoreParam, StoreState
+from spec.orders import Order
+from spec.rounding import as_float64
+from spec.symbols import SCALARS, t
+
+#: Accuracy budget per operation kind, in units of u (1 = correctly rounded).
+IEEE_ULPS: Mapping[str, float] = {
+    "add": 1, "mul": 1, "div": 1, "sqrt": 1, "pow": 2, "store": 1, "cast": 1,
+}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How an implementation stores and computes: the formats the bound's roundings use."""
+
+    param: Format = FLOAT32
+    state: Format = FLOAT32
+    compute: Format = FLOAT32
+    hyper: Format | None = None
+    ulps: Mapping[str, float] = field(default_factory=lambda: dict(IEEE_ULPS))
+
+    @classmethod
+    def of(cls, dtype: Any, state: Any = None, compute: Any = None, **kw: Any) -> Precision:
+        """PyTorch's convention: state in the parameter dtype, arithmetic in its opmath type."""
+        p = format_of(dtype)
+        s = format_of(state) if state is not None else p
+        c = format_of(compute) if compute is not None else opmath(p)
+        return cls(p, s, c, **kw)
+
+    def label(self) -> str:
+        parts = [f"param={self.param}", f"state={self.state}", f"compute={self.compute}"]
+        if self.hyper is not None:
+            parts.append(f"hyper={self.hyper}")
+        return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Per-element bound on |implementation - exact| for one output."""
+
+    value: np.ndarray
+    in_domain: np.ndarray
+
+    @staticmethod
+    def maximum(bounds: Iterable[Bound]) -> Bound:
+        bounds = list(bounds)
+        value = np.maximum.reduce([b.value for b in bounds])
+        in_domain = np.logical_and.reduce([b.in_domain for b in bounds])
+        return Bound(np.where(in_domain, value, np.inf), in_domain)
+
+
+# --- the DAG -------------------------------------------------------------------------------------
+
+@dataclass
+class _Node:
+    expr: sp.Basic
+    kind: str  # leaf, const, add, mul, sqrt, rsqrt, recip, square, pow, abs, max, select, store
+    children: list[sp.Basic]
+    scalar: bool  # depends on hyperparameters and t only
+    integer: bool  # exact integer arithmetic on t (exponents such as t - 1)
+    roundings: int = 0  # how many roundings this node performs
+    role: str = ""  # for stores: "param" or "state"
+    denominators: int = 0  # for mul: how many trailing children are divisors
+    constant: float = 1.0  # for mul: the product of numeric factors
+
+
+def _is_pow2(c: float) -> bool:
+    m, _ = np.frexp(abs(c))
+    return c != 0 and m == 0.5
+
+
+class _Graph:
+    def __init__(self, outputs: Mapping[str, sp.Expr]) -> None:
+        self.outputs = dict(outputs)
+        self.nodes: dict[sp.Basic, _Node] = {}
+        self.order: list[sp.Basic] = []
+        for e in self.outputs.values():
+            self._visit(e)
+
+    def _visit(self, e: sp.Basic) -> None:
+        stack: list[tuple[sp.Basic, bool]] = [(e, False)]
+        while stack:
+            x, done = stack.pop()
+            if x in self.nodes:
+                continue
+            if done:
+                node = self._make(x)
+                self.nodes[x] = node
+                self.order.append(x)
+                continue
+            stack.append((x, True))
+            for c in reversed(self._children(x)):
+                if c not in self.nodes:
+                    stack.append((c, False))
+
+    @staticmethod
+    def _children(x: sp.Basic) -> list[sp.Basic]:
+        if isinstance(x, sp.Mul):
+            out = []
+            for a in x.args:
+                if isinstance(a, sp.Pow) and a.exp == -1:
+                    out.append(a.base)
+                elif not a.is_Number:
+                    out.append(a)
+            return out
+        if isinstance(x, sp.Piecewise):
+            return [a.expr for a in x.args]
+        if isinstance(x, sp.Pow):
+            return [x.base, x.exp]
+        if x.is_Atom:
+            return []
+        return list(x.args)
+
+    def _make(self, x: sp.Basic) -> _Node:
+        free = x.free_symbols
+        scalar = free <= SCALARS
+        integer = free <= {t} and (x.is_integer is True)
+        children = self._children(x)
+        if x.is_Number:
+            return _Node(x, "const", [], True, bool(x.is_integer))
+        if isinstance(x, sp.Symbol):
+            return _Node(x, "leaf", [], scalar, x == t)
+        if isinstance(x, sp.Add):
+            return _Node(x, "add", children, scalar, integer, len(children) - 1)
+        if isinstance(x, sp.Mul):
+            nums = [a for a in x.args if not a.is_Number and not (isinstance(a, sp.Pow)
+                                                                  and a.exp == -1)]
+            dens = [a.base for a in x.args if isinstance(a, sp.Pow) and a.exp == -1]
+            const = float(sp.Mul(*[a for a in x.args if a.is_Number]))
+            r = max(len(nums) - 1, 0) + len(dens) + (0 if _is_pow2(const) else 1)
+            node = _Node(x, "mul", nums + dens, scalar, integer, r)
+            node.denominators, node.constant = len(dens), const
+            return node
+        if isinstance(x, sp.Pow):
+            e = x.exp
+            kind = {sp.S.Half: "sqrt", -sp.S.Half: "rsqrt", sp.S.NegativeOne: "recip",
+                    sp.Integer(2): "square"}.get(e, "pow")
+            return _Node(x, kind, children, scalar, integer, 2 if kind == "rsqrt" else 1)
+        if isinstance(x, sp.Abs):
+            return _Node(x, "abs", children, scalar, integer)
+        if isinstance(x, sp.Max):
+            return _Node(x, "max", children, scalar, integer)
+        if isinstance(x, sp.Piecewise):
+            node = _Node(x, "select", children, scalar, integer)
+            return node
+        if isinstance(x, (StoreParam, StoreState)):
+            role = "param" if isinstance(x, StoreParam) else "state"
+            return _Node(x, "store", children, scalar, integer, 1, role)
+        raise NotImplementedError(f"no rounding model for {type(x).__name__}: {x}")
+
+
+@cache
+def _graph(outputs_key: tuple[tuple[str, sp.Expr], ...]) -> _Graph:
+    return _Graph(dict(outputs_key))
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+_KIND_BUDGET = {"add": "add", "mul": "mul", "sqrt": "sqrt", "rsqrt": "sqrt", "recip": "div",
+                "square": "mul", "pow": "pow", "store": "store"}
+
+
+def _values(graph: _Graph, env: Mapping[sp.Symbol, np.ndarray]) -> dict[sp.Basic, np.ndarray]:
+    val: dict[sp.Basic, np.ndarray] = {}
+    for x in graph.order:
+        n = graph.nodes[x]
+        c = [val[a] for a in n.children]
+        if n.kind == "const":
+            val[x] = np.float64(float(x))
+        elif n.kind == "leaf":
+            val[x] = env[x]
+        elif n.kind == "add":
+            val[x] = sum(c[1:], c[0])
+        elif n.kind == "mul":
+            k = len(c) - n.denominators
+            num = np.prod(np.broadcast_arrays(*c[:k]), axis=0) if k else np.float64(1.0)
+            den = np.prod(np.broadcast_arrays(*c[k:]), axis=0) if n.denominators else 1.0
+            val[x] = n.constant * num / den
+        elif n.kind in ("sqrt", "rsqrt", "recip", "square", "pow"):
+            val[x] = np.power(c[0], c[1])
+        elif n.kind == "abs":
+            val[x] = np.abs(c[0])
+        elif n.kind == "max":
+            val[x] = np.maximum.reduce(np.broadcast_arrays(*c))
+        elif n.kind == "select":
+            val[x] = _select(x, env, c)
+        else:  # store
+            val[x] = c[0]
+    return val
+
+
+def _conditions(x: sp.Piecewise, env: Mapping[sp.Symbol, np.ndarray]) -> list[np.ndarray]:
+    """Which branch of a Piecewise each element takes (conditions are on exact scalars)."""
+    taken: list[np.ndarray] = []
+    remaining: Any = True
+    for pair in x.args:
+        cond = pair.cond
+        if cond is sp.true:
+            now = np.asarray(True)
+        else:
+            syms = sorted(cond.free_symbols, key=str)
+            f = sp.lambdify(syms, cond, "numpy")
+            now = np.asarray(f(*[env[s] for s in syms]), dtype=bool)
+        taken.append(np.logical_and(remaining, now))
+        remaining = np.logical_and(remaining, np.logical_not(now))
+    return taken
+
+
+def _select(x: sp.Piecewise, env, branches: list[np.ndarray]) -> np.ndarray:
+    out = np.zeros(np.broadcast(*branches).shape)
+    for mask, b in zip(_conditions(x, env), branches, strict=True):
+        out = np.where(mask, b, out)
+    return out
+
+
+def _partials(graph: _Graph, x: sp.Basic, val, env) -> list[np.ndarray]:
+    """d x / d child, for each child, at the exact values."""
+    n = graph.nodes[x]
+    c = [val[a] for a in n.children]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if not c:
+            return []
+        if n.kind == "add":
+            return [np.float64(1.0)] * len(c)
+        if n.kind == "mul":
+            k = len(c) - n.denominators
+            out = []
+            for i in range(len(c)):
+                others = [c[j] for j in range(k) if j != i]
+                dens = c[k:]
+                p = n.constant * (np.prod(np.broadcast_arrays(*others), axis=0)
+                                  if others else np.float64(1.0))
+                for d in dens:
+                    p = p / d
+                out.append(p if i < k else -p / c[i])
+            return out
+        if n.kind == "sqrt":
+            return [0.5 / np.sqrt(c[0]), np.float64(0.0)]
+        if n.kind == "rsqrt":
+            return [-0.5 * c[0] ** -1.5, np.float64(0.0)]
+        if n.kind == "recip":
+            return [-1.0 / (c[0] * c[0]), np.float64(0.0)]
+        if n.kind == "square":
+            return [2.0 * c[0], np.float64(0.0)]
+        if n.kind == "pow":
+            # The exponent (t, t - 1, an integer) is exact: no sensitivity flows into it.
+            return [c[1] * np.power(c[0], c[1] - 1), np.float64(0.0)]
+        if n.kind == "abs":
+            return [np.sign(c[0])]
+        if n.kind == "max":
+            b = np.broadcast_arrays(*c)
+            first = b[0] >= b[1]
+            return [first.astype(np.float64), (~first).astype(np.float64)]
+        if n.kind == "select":
+            return [m.astype(np.float64) for m in _conditions(x, env)]
+        return [np.float64(1.0)]  # store
+
+
+def _mul_adjoint(adj: np.ndarray, partial: np.ndarray) -> np.ndarray:
+    # A zero on either side means "no sensitivity", even against an infinite other side
+    # (sqrt at an exact zero that no perturbation can reach).
+    with np.errstate(invalid="ignore", over="ignore"):
+        prod = adj * partial
+    return np.where((adj == 0) | (partial == 0), 0.0, prod)
+
+
+def _unit(n: _Node, order: Order, prec: Precision) -> Format | None:
+    """The format node n's result is rounded to, or None if it is exact."""
+    if n.kind in ("leaf", "const", "abs", "max", "select") or n.integer or n.roundings == 0:
+        return None
+    if n.kind == "store":
+        target = prec.param if n.role == "param" else prec.state
+        # Storing a value already rounded to a format at least as coarse is exact.
+        return target if target.precision < prec.compute.precision else None
+    return order.scalar if n.scalar else prec.compute
+
+
+def bound(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
+          outputs: Iterable[str] | None = None) -> dict[str, Bound]:
+    """The bound for each output of `order` at the inputs `env` (symbol -> value or array)."""
+    tree = order.tree
+    names = list(outputs) if outputs is not None else list(tree)
+    graph = _graph(tuple((k, tree[k]) for k in names))
+    env = {s: as_float64(v) for s, v in env.items()}
+    shape = np.broadcast(*[np.asarray(v) for v in env.values()]).shape
+    with np.errstate(all="ignore"):
+        val = _values(graph, env)
+        partials = {x: _partials(graph, x, val, env) for x in graph.order}
+
+    # Roundings: (node, format, budget, magnitude) whose error is scaled by the node's adjoint.
+    hyper_unit = max((f.u for f in (prec.hyper, order.scalar) if f is not None and f != FLOAT64),
+                     default=0.0)
+    terms: list[tuple[sp.Basic, float, float, np.ndarray]] = []
+    count, worst_u = 0, 0.0
+    cast: set[sp.Basic] = set()
+    for x in graph.order:
+        n = graph.nodes[x]
+        v = np.abs(val[x])
+        if n.kind == "leaf" and n.scalar and not n.integer and hyper_unit:
+            eta = (prec.hyper or order.scalar).eta
+            terms.append((x, hyper_unit, eta, v))
+            count += 1
+            worst_u = max(worst_u, hyper_unit)
+            continue
+        fmt = _unit(n, order, prec)
+        if fmt is not None:
+            budget = prec.ulps.get(_KIND_BUDGET.get(n.kind, "add"), 1) * n.roundings
+            mag = v
+            if n.kind == "add" and len(n.children) > 2:
+                mag = sum((np.abs(val[a]) for a in n.children), np.zeros(shape))
+            terms.append((x, budget * fmt.u, n.roundings * fmt.eta, mag))
+            count += n.roundings
+            worst_u = max(worst_u, fmt.u)
+        # A scalar operand of a tensor operation is cast to the compute format first (once).
+        if not n.scalar and n.kind != "store":
+            for a in n.children:
+                ca = graph.nodes[a]
+                if (ca.scalar and not ca.integer and ca.kind != "const" and a not in cast
+                        and prec.compute.precision < order.scalar.precision):
+                    cast.add(a)
+                    terms.append((a, prec.ulps.get("cast", 1) * prec.compute.u,
+                                  prec.compute.eta, np.abs(val[a])))
+                    count += 1
+                    worst_u = max(worst_u, prec.compute.u)
+
+    # Domain: every intermediate finite and inside the range of the format it lives in.
+    in_domain = np.ones(shape, dtype=bool)
+    for x in graph.order:
+        n = graph.nodes[x]
+        limit = FLOAT64.max if n.scalar else prec.compute.max
+        if n.kind == "store":
+            limit = min(limit, (prec.param if n.role == "param" else prec.state).max)
+        in_domain &= np.broadcast_to(np.isfinite(val[x]) & (np.abs(val[x]) <= limit), shape)
+
+    result: dict[str, Bound] = {}
+    for name in names:
+        root = tree[name]
+        out_fmt = prec.param if name == "theta" else prec.state
+        adj = _adjoints(graph, root, partials)
+        total = np.zeros(shape)
+        n_total, u_total = count, worst_u
+        for x, rel, eta, mag in terms:
+            if x not in adj:
+                continue
+            a = np.abs(adj[x])
+            with np.errstate(invalid="ignore", over="ignore"):
+                err = np.where(mag == 0, 0.0, rel * mag + eta / 2)
+                total = total + np.where(err == 0, 0.0, err * a)
+        # The final store to the output's format, unless the order already stored it there.
+        if graph.nodes[root].kind != "store" and out_fmt.precision < prec.compute.precision:
+            r = np.abs(val[root])
+            total = total + np.where(r == 0, 0.0, prec.ulps.get("store", 1) * out_fmt.u * r
+                                     + out_fmt.eta / 2)
+            n_total += 1
+            u_total = max(u_total, out_fmt.u)
+        root_ok = in_domain & np.broadcast_to(np.abs(val[root]) <= out_fmt.max, shape)
+        # Second-order terms are at most (sum of the deltas) times the first-order ones.
+        margin = (1 + 2 * n_total * u_total) * (1 + 2.0**-40)
+        value = np.where(root_ok & np.isfinite(total), total * margin, np.inf)
+        result[name] = Bound(value, root_ok & np.isfinite(total))
+    return result
+
+
+def _adjoints(graph: _Graph, root: sp.Basic, partials) -> dict[sp.Basic, np.ndarray]:
+    reach: set[sp.Basic] = set()
+    stack = [root]
+    while stack:
+        x = stack.pop()
+        if x in reach:
+            continue
+        reach.add(x)
+        stack.extend(graph.nodes[x].children)
+    adj: dict[sp.Basic, np.ndarray] = {root: np.float64(1.0)}
+    for x in reversed(graph.order):
+        if x not in reach or x not in adj:
+            continue
+        for child, p in zip(graph.nodes[x].children, partials[x], strict=True):
+            contribution = _mul_adjoint(adj[x], p)
+            adj[child] = adj[child] + contribution if child in adj else contribution
+    return adj
+
+
+def environment(rule_inputs: Iterable[sp.Symbol], params: Any, grad: Any,
+                state: Mapping[str, Any], hyper: Mapping[str, float], t_value: Any,
+                defaults: Mapping[str, float] | None = None) -> dict[sp.Symbol, Any]:
+    """Bind a rule's symbols to arrays and hyperparameter values (by name)."""
+    named = {"theta": params, "g": grad, "t": t_value, **(defaults or {}), **state, **hyper}
+    env = {}
+    for s in rule_inputs:
+        env[s] = named.get(s.name, 0.0)
+    return env
+
+
+def max_over_orders(orders: Iterable[Order], env: Mapping[sp.Symbol, Any],
+                    prec: Precision) -> dict[str, Bound]:
+    """The bound for "any of these orders": the elementwise maximum."""
+    per_order = [bound(o, env, prec) for o in orders]
+    return {k: Bound.maximum(b[k] for b in per_order) for k in per_order[0]}
+
+
+__all__ = ["Bound", "Precision", "IEEE_ULPS", "bound", "max_over_orders", "environment",
+           "FLOAT32"]

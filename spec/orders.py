@@ -1,0 +1,152 @@
+"""Evaluation orders: the same AdamW step arranged the way real kernels compute it.
+
+Rounding errors depend on the order of operations, so the bounds are derived per order and the
+bound for "any of these" is their maximum. Each order here is the rule's math rearranged, and a test
+proves symbolically that it equals `spec.rules.adam.adamw` (markers stripped): no order can drift
+from the spec. Trees are built with SymPy's rewriting off, so they keep the order written.
+
+Markers (`spec.markers`) say where a value is stored to the tensor's dtype: after every ATen op for
+PyTorch's for-loop and foreach paths, only at the end for fused kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import sympy as sp
+
+from spec.conventions import DEFAULT, Convention
+from spec.formats import FLOAT32, FLOAT64, Format
+from spec.markers import StoreParam, StoreState
+from spec.rule import Rule, Update
+from spec.symbols import beta1, beta2, eps, g, lr, m, t, theta, v, vmax, weight_decay
+
+
+@dataclass(frozen=True, eq=False)
+class Order:
+    """A named evaluation order. `scalar` is the format hyperparameter-only arithmetic runs in."""
+
+    name: str
+    build: Callable[[], Update]
+    scalar: Format = FLOAT64
+    description: str = ""
+
+    @cached_property
+    def tree(self) -> Update:
+        with sp.evaluate(False):
+            return self.build()
+
+    def __repr__(self) -> str:
+        return f"Order({self.name!r})"
+
+
+def straightforward(rule: Rule) -> Order:
+    """The rule as written in the spec, every intermediate kept in the compute format."""
+    return Order("straightforward", rule.build, FLOAT64, "the spec's own order")
+
+
+def _lerp(start: sp.Expr, end: sp.Expr, weight: sp.Expr) -> sp.Expr:
+    """ATen's lerp: start + w (end - start) for |w| < 1/2, else end - (end - start)(1 - w)."""
+    return sp.Piecewise(
+        (start + weight * (end - start), weight < sp.Rational(1, 2)),
+        (end - (end - start) * (1 - weight), True),
+    )
+
+
+def _second_moment(store) -> sp.Expr:
+    # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    return store(store(v * beta2) + (1 - beta2) * g * g)
+
+
+def _denominator_source(v1: sp.Expr, amsgrad: bool, store) -> tuple[sp.Expr, dict]:
+    if not amsgrad:
+        return v1, {}
+    vm = store(sp.Max(vmax, v1))
+    return vm, {"vmax": vm}
+
+
+def torch_loop(amsgrad: bool = False) -> Order:
+    """torch.optim.AdamW, foreach=False and foreach=True: one rounding per ATen op."""
+
+    def build() -> Update:
+        decayed = StoreParam(theta * (1 - lr * weight_decay))
+        m1 = StoreState(_lerp(m, g, 1 - beta1))
+        v1 = _second_moment(StoreState)
+        source, extra = _denominator_source(v1, amsgrad, StoreState)
+        step_size = lr / (1 - beta1**t)
+        bc2_sqrt = sp.sqrt(1 - beta2**t)
+        denom = StoreParam(StoreParam(StoreParam(sp.sqrt(source)) / bc2_sqrt) + eps)
+        new = StoreParam(decayed + (-step_size) * m1 / denom)  # addcdiv_(m, denom, -step_size)
+        return {"theta": new, "m": m1, "v": v1, **extra}
+
+    return Order("torch_loop", build, FLOAT64,
+                 "PyTorch for-loop/foreach: lerp, addcmul, step_size=lr/bc1, "
+                 "denom=sqrt(v)/sqrt(bc2)+eps, addcdiv; Python-float scalars")
+
+
+def torch_capturable(amsgrad: bool = False) -> Order:
+    """capturable=True: bias corrections are 0-dim tensors, lr folded into the denominator."""
+
+    def build() -> Update:
+        decayed = StoreParam(theta * (1 - lr * weight_decay))
+        m1 = StoreState(_lerp(m, g, 1 - beta1))
+        v1 = _second_moment(StoreState)
+        source, extra = _denominator_source(v1, amsgrad, StoreState)
+        step_size_neg = -(lr / (1 - beta1**t))
+        bc2_sqrt = sp.sqrt(1 - beta2**t)
+        denom = StoreParam(StoreParam(StoreParam(sp.sqrt(source)) / (bc2_sqrt * step_size_neg))
+                           + eps / step_size_neg)
+        new = StoreParam(decayed + m1 / denom)  # addcdiv_(m, denom), value 1
+        return {"theta": new, "m": m1, "v": v1, **extra}
+
+    return Order("torch_capturable", build, FLOAT32,
+                 "PyTorch capturable: float32 0-dim tensor scalars, "
+                 "denom = sqrt(v)/(sqrt(bc2)*-step_size) + eps/-step_size")
+
+
+def fused(amsgrad: bool = False) -> Order:
+    """A fused kernel (torch's fused=True, typical CUDA/Triton): opmath throughout, double
+    scalars, one store per output."""
+
+    def build() -> Update:
+        decayed = theta * (1 - lr * weight_decay)
+        m1 = _lerp(m, g, 1 - beta1)
+        v1 = v * beta2 + (1 - beta2) * g * g
+        source, extra = _denominator_source(v1, amsgrad, lambda x: x)
+        step_size = lr / (1 - beta1**t)
+        denom = sp.sqrt(source) / sp.sqrt(1 - beta2**t) + eps
+        new = decayed + (-step_size) * m1 / denom
+        return {"theta": new, "m": m1, "v": v1, **extra}
+
+    return Order("fused", build, FLOAT64,
+                 "fused kernel: opmath intermediates, double scalars, stores only at the end")
+
+
+def adamw_orders(rule: Rule, convention: Convention = DEFAULT,
+                 compute: Format = FLOAT32) -> tuple[Order, ...]:
+    """The orders a bound for `rule` (an AdamW) takes the maximum over, for `compute` precision.
+
+    The traced kernel orders are written for the default convention (optionally with PyTorch's
+    AMSGrad); other conventions are bounded in the spec's own order. The capturable order computes
+    bias corrections in float32, so it joins only where compute is float32 or coarser: a float64
+    implementation with float32 scalars does not deliver float64 accuracy, and should be told so.
+    """
+    orders = [straightforward(rule)]
+    base = Convention(amsgrad=convention.amsgrad)
+    if base == convention and convention.amsgrad in ("none", "raw_max"):
+        ams = convention.amsgrad == "raw_max"
+        kernel_orders = [torch_loop(ams), fused(ams)]
+        if compute.precision <= FLOAT32.precision:
+            kernel_orders.append(torch_capturable(ams))
+        if rule.name.endswith("+maximize"):
+            kernel_orders = [_maximized(o) for o in kernel_orders]
+        orders += kernel_orders
+    return tuple(orders)
+
+
+def _maximized(order: Order) -> Order:
+    def build() -> Update:
+        return {k: e.xreplace({g: -g}) for k, e in order.build().items()}
+    return Order(order.name, build, order.scalar, order.description + "; maximize")

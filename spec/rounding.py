@@ -1,0 +1,94 @@
+"""Exact values of binary inputs, correct rounding of exact results, and ULP distances.
+
+mpmath holds every value of every format here exactly, so the oracle's inputs are exact. Rounding
+an exact result to a format goes straight from the mpf (never through float64, which would round
+twice), including subnormals and overflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mpmath
+import numpy as np
+from mpmath.libmp import from_man_exp, round_nearest, to_float
+
+from spec.formats import FLOAT32, FLOAT64, Format, format_of
+
+
+def as_float64(x: Any) -> np.ndarray:
+    """Any numpy array, torch tensor (bfloat16 included) or scalar as float64, losslessly."""
+    if hasattr(x, "detach"):  # torch tensor: bf16/fp16/fp32 all widen exactly to float64
+        x = x.detach().to("cpu").double().numpy()
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"expected a real floating-point array, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def to_mpf(x: Any) -> np.ndarray:
+    """Exact mpf values (object array) of a float array, tensor or Python float."""
+    return np.vectorize(mpmath.mpf, otypes=[object])(as_float64(x))
+
+
+def round_to(x: mpmath.mpf, fmt: Format = FLOAT64) -> float:
+    """`x` correctly rounded (to nearest, ties to even) to `fmt`, returned as a Python float."""
+    if not mpmath.isfinite(x):
+        return float(x)
+    if x == 0:
+        return float(x)
+    sign, man, exp, bc = x._mpf_
+    top = exp + bc - 1  # exponent of the leading bit
+    # Below the normal range the significand loses bits: round to a fixed absolute quantum.
+    prec = fmt.precision - max(0, fmt.emin - top)
+    if prec <= 0:
+        quantum_exp = fmt.emin - fmt.precision + 1
+        half = mpmath.mpf(2) ** (quantum_exp - 1)
+        mag = abs(x)
+        r = 0.0 if mag < half or (mag == half) else 2.0**quantum_exp
+        return -r if sign else r
+    rounded = from_man_exp(-man if sign else man, exp, prec, round_nearest)
+    # Ties to even for the shortened precision is what from_man_exp with round_nearest does.
+    value = to_float(rounded, rnd=round_nearest)
+    if abs(value) > fmt.max:
+        return float("-inf") if value < 0 else float("inf")
+    return value
+
+
+def round_array(values: np.ndarray, fmt: Format = FLOAT64) -> np.ndarray:
+    """Elementwise `round_to` of an object array of mpf; float64 array of representable values."""
+    out = np.frompyfunc(lambda v: round_to(v, fmt), 1, 1)(values)
+    return np.asarray(out, dtype=np.float64)
+
+
+def ordered_key(x: Any, fmt: Format) -> np.ndarray:
+    """An int64 key, monotone in the value, on which adjacent numbers of `fmt` differ by one.
+
+    Works for every format here (bfloat16 included) by counting representable magnitudes, instead of
+    reinterpreting bits (numpy has no bfloat16 and its ULP helpers overflow int32).
+    """
+    a = as_float64(x)
+    mag = np.abs(a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = np.floor(np.log2(np.where(mag > 0, mag, 1.0)))
+    e = np.maximum(e, fmt.emin)
+    quantum = np.exp2(e - (fmt.precision - 1))
+    # Index of mag on the grid of fmt: all numbers below 2**e, plus the steps above it.
+    below = np.where(e > fmt.emin, (e - fmt.emin) * 2 ** (fmt.precision - 1), 0)
+    base = np.where(e > fmt.emin, np.exp2(e), 0.0)
+    steps = np.round((mag - base) / quantum)
+    index = (below + steps + np.where(e > fmt.emin, 2 ** (fmt.precision - 1), 0)).astype(np.int64)
+    index = np.where(mag == 0, 0, index)
+    index = np.where(np.isinf(a), (fmt.emax - fmt.emin + 2) * 2 ** (fmt.precision - 1), index)
+    return np.where(a < 0, -index, index).astype(np.int64)
+
+
+def ulp_distance(a: Any, b: Any, fmt: Format | str = FLOAT32) -> np.ndarray:
+    """How many representable numbers of `fmt` lie between a and b (both on fmt's grid)."""
+    if not isinstance(fmt, Format):
+        fmt = format_of(fmt)
+    return np.abs(ordered_key(a, fmt) - ordered_key(b, fmt))
+
+
+__all__ = ["as_float64", "to_mpf", "round_to", "round_array", "ordered_key", "ulp_distance",
+           "FLOAT32", "FLOAT64"]

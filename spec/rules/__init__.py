@@ -1,0 +1,1 @@
+"""The lineage of update rules, each written once. See `spec.registry` for lookup by name."""

@@ -1,0 +1,12 @@
+"""Named variants that apply to any rule of the lineage."""
+
+from __future__ import annotations
+
+from spec.rule import Rule, substitute
+from spec.symbols import g
+
+
+def maximize(rule: Rule) -> Rule:
+    """Gradient ascent: the rule applied to -g (PyTorch's `maximize=True`)."""
+    return substitute(rule, f"{rule.name}+maximize", {g: -g},
+                      description=f"{rule.description}; maximize (g -> -g)")
