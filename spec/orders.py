@@ -77,7 +77,9 @@ def torch_loop(amsgrad: bool = False) -> Order:
         source, extra = _denominator_source(v1, amsgrad, StoreState)
         step_size = lr / (1 - beta1**t)
         bc2_sqrt = sp.sqrt(1 - beta2**t)
-        denom = StoreParam(StoreParam(StoreParam(sp.sqrt(source)) / bc2_sqrt) + eps)
+        # add_(eps) rounds the Python scalar to the tensor's dtype (bf16(eps) for bf16 tensors),
+        # unlike mul/div, which take it in opmath.
+        denom = StoreParam(StoreParam(StoreParam(sp.sqrt(source)) / bc2_sqrt) + StoreParam(eps))
         new = StoreParam(decayed + (-step_size) * m1 / denom)  # addcdiv_(m, denom, -step_size)
         return {"theta": new, "m": m1, "v": v1, **extra}
 

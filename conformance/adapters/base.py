@@ -1,0 +1,88 @@
+"""The adapter protocol: everything the suite needs from an implementation, and nothing more.
+
+An implementation is observed only through this protocol: create it with hyperparameters and
+parameter groups, feed gradients, read parameters and, where it exposes them, its state. Values
+cross the boundary as float64 numpy arrays, which hold every float32/bf16/fp16 value exactly, so
+any framework can be wrapped. README ("Write an adapter") documents it for users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass
+class GroupSetup:
+    """One parameter group: initial values (float64, exactly representable in the dtype) and
+    hyperparameters by spec name: lr, beta1, beta2, eps, weight_decay."""
+
+    params: list[np.ndarray]
+    hyper: dict[str, float]
+
+
+@dataclass
+class Setup:
+    groups: list[GroupSetup]
+    dtype: str = "float32"
+    device: str = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)  # amsgrad, maximize
+
+    @property
+    def n_params(self) -> int:
+        return sum(len(g.params) for g in self.groups)
+
+    def group_of(self) -> list[int]:
+        """Group index of each parameter, in creation order."""
+        return [gi for gi, g in enumerate(self.groups) for _ in g.params]
+
+
+@dataclass
+class ParamState:
+    """One parameter's optimizer state in the spec's terms (float64 arrays, exact)."""
+
+    m: np.ndarray
+    v: np.ndarray
+    step: int
+    vmax: np.ndarray | None = None
+    dtype: str | None = None  # the dtype the state is stored in, if known
+
+    def as_mapping(self) -> dict[str, np.ndarray]:
+        out = {"m": self.m, "v": self.v}
+        if self.vmax is not None:
+            out["vmax"] = self.vmax
+        return out
+
+
+@runtime_checkable
+class Run(Protocol):
+    """One live optimizer instance. Parameters are indexed in creation order, across groups."""
+
+    def step(self, grads: Sequence[np.ndarray | None]) -> None:
+        """One optimizer step; None means the parameter has no gradient this step."""
+
+    def params(self) -> list[np.ndarray]:
+        """Current parameter values as float64 arrays."""
+
+
+class Adapter(Protocol):
+    """What `--impl` resolves to. Optional capabilities are plain methods of the Run:
+
+    - `read_state(i) -> ParamState | None` and `write_state(i, ParamState) -> bool`: state replay
+      (None / False when the layout is unknown: the suite falls back to trajectory checks);
+    - `set_lr(group, lr)`: a schedule changing a group's learning rate between steps;
+    - `state_dict()` and `load_state_dict(sd)`: save and restore.
+    """
+
+    name: str
+    version: str
+    options: Mapping[str, Any]  # the options (amsgrad, maximize, ...) this target accepts
+
+    def create(self, setup: Setup) -> Run: ...
+
+
+def capability(run: Any, name: str) -> bool:
+    return callable(getattr(run, name, None))

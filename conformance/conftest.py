@@ -1,0 +1,128 @@
+"""The pytest plugin of the conformance suite: options, profiles, header, xfails, fixtures."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from conformance.drive import Config
+from conformance.judge import Model
+from conformance.targets import TargetError, resolve
+from spec.conventions import Convention
+
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+_SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+             HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", max_examples=8, derandomize=True, deadline=None,
+                          suppress_health_check=_SUPPRESS, print_blob=True)
+settings.register_profile("dev", max_examples=25, deadline=None,
+                          suppress_health_check=_SUPPRESS, print_blob=True)
+settings.register_profile("thorough", max_examples=300, deadline=None,
+                          suppress_health_check=_SUPPRESS, print_blob=True)
+settings.load_profile(os.environ.get("CONFORMANCE_PROFILE", "dev"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "adamw-conformance")
+    group.addoption("--impl", default="torch.optim.AdamW",
+                    help="implementation under test: dotted path (pkg.mod.Attr or pkg.mod:Attr) "
+                         "to an Optimizer subclass, functional kernel or adapter, optionally with "
+                         "fixed keywords 'Path(foreach=True)'; or torch-loop, torch-foreach, "
+                         "torch-fused, torch-fused-kernel (default: torch.optim.AdamW)")
+    group.addoption("--device", default="cpu", help="cpu (default) or cuda")
+    group.addoption("--dtype", default="float32", choices=DTYPES,
+                    help="parameter dtype (default float32)")
+    group.addoption("--compute-dtype", default=None, choices=DTYPES,
+                    help="the dtype the implementation declares it computes in "
+                         "(default: float32 for bf16/fp16 parameters, else the dtype)")
+    group.addoption("--conventions", default="default",
+                    help="AdamW conventions the implementation claims, e.g. 'eps=hat' or "
+                         "'decay_coupling=independent,counter=group' (see README)")
+    group.addoption("--xfails", default=None,
+                    help="file of test ids or catalogue ids expected to fail, one per line, "
+                         "# comments allowed")
+    group.addoption("--impl-timeout", type=float, default=60.0,
+                    help="seconds one call into the implementation may take (default 60)")
+
+
+def _config(config: pytest.Config) -> Config:
+    cached = getattr(config, "_conformance", None)
+    if cached is not None:
+        return cached
+    text = config.getoption("--impl")
+    try:
+        adapter = resolve(text)
+        convention = Convention.parse(config.getoption("--conventions"))
+    except (TargetError, ValueError) as e:
+        raise pytest.UsageError(str(e)) from None
+    cfg = Config(adapter, Model(convention=convention), config.getoption("--dtype"),
+                 config.getoption("--device"), config.getoption("--compute-dtype"),
+                 config.getoption("--impl-timeout"), text)
+    config._conformance = cfg  # type: ignore[attr-defined]
+    return cfg
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "catalogue(id): the DESIGN.md property this test checks")
+    _config(config)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    cfg = _config(config)
+    profile = settings._current_profile  # noqa: SLF001 - the name is only shown
+    seed = config.getoption("hypothesis_seed", None)
+    return [
+        f"conformance: impl={cfg.adapter.name} version={cfg.adapter.version}",
+        f"conformance: device={cfg.device} dtype={cfg.dtype} precision={cfg.precision().label()}",
+        f"conformance: rule={cfg.model.rule.name} conventions={cfg.model.convention.label()}",
+        f"conformance: hypothesis profile={profile} seed={seed if seed is not None else 'random'}",
+    ]
+
+
+def catalogue_id(item: pytest.Item) -> str:
+    """'exact.one_step' for conformance/test_exact.py::test_one_step[...]."""
+    module = Path(str(item.fspath)).stem.removeprefix("test_")
+    name = item.originalname if hasattr(item, "originalname") else item.name
+    return f"{module}.{name.removeprefix('test_')}"
+
+
+def _read_xfails(path: str) -> list[str]:
+    entries = []
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            entries.append(line)
+    return entries
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cfg = _config(config)
+    if cfg.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason="--device=cuda but no CUDA device is available here")
+            for item in items:
+                item.add_marker(skip)
+    path = config.getoption("--xfails")
+    if not path:
+        return
+    entries = _read_xfails(path)
+    used = set()
+    for item in items:
+        keys = {item.nodeid, item.name, catalogue_id(item)}
+        for entry in entries:
+            if entry in keys or item.nodeid.endswith(entry):
+                item.add_marker(pytest.mark.xfail(reason=f"listed in {path}", strict=False))
+                used.add(entry)
+    for entry in entries:
+        if entry not in used:
+            warnings.warn(f"--xfails {path}: entry {entry!r} matches no test", stacklevel=1)
+
+
+@pytest.fixture(scope="session")
+def cfg(request: pytest.FixtureRequest) -> Config:
+    return _config(request.config)

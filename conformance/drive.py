@@ -1,0 +1,233 @@
+"""Driving an implementation: guarded calls, state replay, and the step and trajectory checks
+that most properties are built from."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from conformance.adapters.base import Adapter, ParamState, Run, Setup, capability
+from conformance.judge import Mismatch, Model, compare, format_hyper
+from spec.bounds import Bound, Precision
+from spec.formats import opmath
+
+
+class ImplementationError(AssertionError):
+    """The implementation raised, hung or misbehaved: a failure of the test, with its cause."""
+
+
+@dataclass
+class Config:
+    """What a conformance run judges: the target, the declared precision and conventions."""
+
+    adapter: Adapter
+    model: Model = field(default_factory=Model)
+    dtype: str = "float32"
+    device: str = "cpu"
+    compute: str | None = None  # declared arithmetic dtype; None: PyTorch's opmath of dtype
+    timeout: float = 60.0
+    impl_text: str = "torch.optim.AdamW"
+
+    def precision(self, state_dtype: str | None = None) -> Precision:
+        return Precision.of(self.dtype, state=state_dtype or self.dtype,
+                            compute=self.compute or opmath(Precision.of(self.dtype).param).name)
+
+    def options(self, **wanted: Any) -> dict[str, Any]:
+        """The subset of `wanted` options the target accepts (amsgrad, maximize, ...)."""
+        accepts = getattr(self.adapter, "accepts", None)
+        opts = getattr(self.adapter, "options", {}) or {}
+        return {k: v for k, v in wanted.items() if (accepts(k) if accepts else k in opts)}
+
+    def supports(self, option: str) -> bool:
+        return bool(self.options(**{option: True}))
+
+
+def guarded(what: str, fn: Callable[..., Any], *args: Any, timeout: float = 60.0) -> Any:
+    """Call into the implementation: an exception or a hang becomes a readable failure."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - everything the implementation raises
+            box["error"] = e
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise ImplementationError(f"the implementation did not return from {what} within "
+                                  f"{timeout:g} s (set --impl-timeout to allow more)")
+    if "error" in box:
+        e = box["error"]
+        raise ImplementationError(f"the implementation raised {type(e).__name__} in {what}: "
+                                  f"{e}") from e
+    return box.get("value")
+
+
+def create(cfg: Config, setup: Setup) -> Run:
+    return guarded("creating the optimizer", cfg.adapter.create, setup, timeout=cfg.timeout)
+
+
+def step(cfg: Config, run: Run, grads: Sequence[np.ndarray | None]) -> None:
+    guarded("step()", run.step, list(grads), timeout=cfg.timeout)
+
+
+def read_states(run: Run, n: int) -> list[ParamState] | None:
+    """Every parameter's state, or None if the layout is unknown for any of them."""
+    if not capability(run, "read_state"):
+        return None
+    states = [run.read_state(i) for i in range(n)]
+    return None if any(s is None for s in states) else states
+
+
+def prepare(cfg: Config, setup: Setup, params: Sequence[np.ndarray],
+            states: Sequence[ParamState]) -> Run | None:
+    """A run positioned at (params, states), ready for the next step: state replay.
+
+    Fresh states need nothing. Otherwise one warm-up step creates the implementation's state,
+    which is then overwritten; None if the implementation's state cannot be written.
+    """
+    fresh = all(s.step == 0 and not np.any(s.m) and not np.any(s.v)
+                and (s.vmax is None or not np.any(s.vmax)) for s in states)
+    run = create(cfg, replace(setup, groups=[replace(g, params=list(g.params))
+                                             for g in setup.groups]))
+    if fresh:
+        return run
+    if not (capability(run, "write_state") and capability(run, "write_params")):
+        return None
+    step(cfg, run, [np.zeros_like(p) for p in params])
+    for i, (p, s) in enumerate(zip(params, states, strict=True)):
+        if not run.write_state(i, s):
+            return None
+        run.write_params(i, p)
+    return run
+
+
+@dataclass
+class StepOutcome:
+    """What one judged step produced, for messages and further checks."""
+
+    params: list[np.ndarray]
+    states: list[ParamState] | None
+    mismatches: list[tuple[int, Mismatch]]
+    bounds: list[dict[str, Bound]]
+    exact: list[Any]
+
+
+def judge_step(cfg: Config, run: Run, before: Sequence[np.ndarray],
+               before_states: Sequence[ParamState], grads: Sequence[np.ndarray | None],
+               hypers: Sequence[dict[str, float]], model: Model | None = None) -> StepOutcome:
+    """Step `run` once and compare every parameter (and its state, if readable) with the spec.
+
+    Parameters without a gradient are skipped here (groups.none_grad checks them bitwise).
+    """
+    model = model or cfg.model
+    step(cfg, run, grads)
+    after = run.params()
+    states = read_states(run, len(after))
+    mismatches: list[tuple[int, Mismatch]] = []
+    bounds: list[dict[str, Bound]] = []
+    exacts: list[Any] = []
+    for i, g in enumerate(grads):
+        if g is None:
+            bounds.append({})
+            exacts.append(None)
+            continue
+        s = before_states[i]
+        sdtype = states[i].dtype if states else None
+        prec = cfg.precision(sdtype)
+        exact, bnd = model.expect(before[i], g, s.as_mapping(), hypers[i], s.step + 1, prec)
+        bounds.append(bnd)
+        exacts.append(exact)
+        got = {"theta": after[i]}
+        if states is not None:
+            got.update(states[i].as_mapping())
+        for name, value in got.items():
+            if name not in bnd:
+                continue
+            fmt = cfg.dtype if name == "theta" else (sdtype or cfg.dtype)
+            bad = compare(name, value, exact[name], bnd[name], fmt)
+            if bad:
+                mismatches.append((i, bad))
+    return StepOutcome(after, states, mismatches, bounds, exacts)
+
+
+def failure(prop: str, cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[str, float]],
+            t: int, note: str = "", repro: str = "") -> str:
+    """The message a user reads when a step breaks its bound."""
+    lines = [f"{prop}: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}) is outside the spec's "
+             f"bound at step t={t}" + (f" ({note})" if note else "")]
+    for i, mm in outcome.mismatches[:4]:
+        lines.append(f"  parameter {i}: {mm.describe()}")
+        lines.append(f"    hyperparameters: {format_hyper(hypers[i])}")
+    lines.append(f"  judged against: rule {cfg.model.rule.name}; precision "
+                 f"{cfg.precision().label()}")
+    if repro:
+        lines.append("  reproduce:\n" + "\n".join("    " + r for r in repro.splitlines()))
+    return "\n".join(lines)
+
+
+def reproduction(cfg: Config, prop: str) -> str:
+    return (f"pytest conformance --impl='{cfg.impl_text}' --dtype={cfg.dtype} "
+            f"--device={cfg.device} -k {prop.split('.')[-1]} "
+            "--hypothesis-seed=<seed printed above>")
+
+
+def can_replay(cfg: Config) -> bool:
+    """Whether the target's state can be read and written (probed once per run)."""
+    cached = getattr(cfg, "_can_replay", None)
+    if cached is None:
+        from conformance.adapters.base import GroupSetup
+        setup = Setup([GroupSetup([np.ones(2)], {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999,
+                                                 "eps": 1e-8, "weight_decay": 0.0})],
+                      cfg.dtype, cfg.device)
+        try:
+            run = prepare(cfg, setup, [np.ones(2)],
+                          [ParamState(np.full(2, 0.5), np.full(2, 0.25), 3)])
+            cached = run is not None and read_states(run, 1) is not None
+        except ImplementationError:
+            cached = False
+        object.__setattr__(cfg, "_can_replay", cached)
+    return cached
+
+
+def trajectory(model: Model, prec: Precision, theta0: np.ndarray,
+               grads: Sequence[np.ndarray], hyper: dict[str, float],
+               state0: dict[str, np.ndarray] | None = None, t0: int = 1):
+    """Exact trajectory and its propagated first-order bound on theta after len(grads) steps.
+
+    Each step adds its own rounding bound (evaluated on the exact trajectory) to the errors of
+    its inputs carried through |d output / d input|: for implementations whose state cannot be
+    read, so that per-step replay is impossible.
+    """
+    exact = model.oracle.trajectory(theta0, grads, hyper, state0, t0)
+    names = model.rule.outputs
+    carried: dict[str, np.ndarray] = {n: np.zeros(np.shape(theta0)) for n in names}
+    domain = np.ones(np.shape(theta0), dtype=bool)
+    prev_theta = np.asarray(theta0, dtype=np.float64)
+    prev_state = {n: np.asarray((state0 or {}).get(n, np.zeros(np.shape(theta0))), np.float64)
+                  for n in names if n != "theta"}
+    for k, g in enumerate(grads):
+        from spec.bounds import environment, max_over_orders
+        env = environment(model.rule.inputs, prev_theta, g, prev_state, hyper, t0 + k,
+                          model.rule.defaults)
+        local = max_over_orders(model.orders(prec), env, prec)
+        new: dict[str, np.ndarray] = {}
+        for n in names:
+            total = local[n].value.copy()
+            for src, sens in local[n].sensitivity.items():
+                if src in carried:
+                    with np.errstate(invalid="ignore", over="ignore"):
+                        total = total + np.where(carried[src] == 0, 0.0, sens * carried[src])
+            new[n] = total
+            domain &= local[n].in_domain
+        carried = new
+        f64 = exact[k].float64()
+        prev_theta = f64["theta"]
+        prev_state = {n: f64[n] for n in names if n != "theta"}
+    return exact[-1], Bound(np.where(domain, carried["theta"], np.inf), domain)

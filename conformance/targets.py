@@ -1,0 +1,117 @@
+"""Turn an `--impl` string into an adapter, or a usage error that says what was tried.
+
+Accepted forms:
+    torch.optim.AdamW                     a dotted path to an Optimizer subclass, kernel or adapter
+    mypkg.kernels:fused_adamw             module:attribute
+    torch.optim.AdamW(foreach=True)       fixed keyword overrides, Python literals
+    torch-loop | torch-foreach | torch-fused | torch-fused-kernel    short names
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from typing import Any
+
+SHORT_NAMES = {
+    "torch-loop": "torch.optim.AdamW(foreach=False)",
+    "torch-foreach": "torch.optim.AdamW(foreach=True)",
+    "torch-fused": "torch.optim.AdamW(fused=True)",
+    "torch-fused-kernel": "torch:_fused_adamw_",
+}
+
+FORMS = ("a dotted path 'pkg.mod.Attr' or 'pkg.mod:Attr' to a torch.optim.Optimizer subclass, "
+         "a functional kernel (params, grads, exp_avgs, exp_avg_sqs, ...), or an adapter "
+         "(an object or module with create(setup)); optional fixed keywords as "
+         "'Path(foreach=True)'; or a short name: " + ", ".join(SHORT_NAMES))
+
+
+class TargetError(Exception):
+    """A usage error: the --impl value cannot be turned into something the suite can drive."""
+
+
+def parse(text: str) -> tuple[str, str, dict[str, Any]]:
+    """'pkg.mod:Attr(k=v)' -> ('pkg.mod', 'Attr', {'k': v}); dotted paths split on the last dot
+    that leaves an importable module (decided in `load`)."""
+    text = SHORT_NAMES.get(text.strip(), text.strip())
+    call = text
+    kwargs: dict[str, Any] = {}
+    if text.endswith(")") and "(" in text:
+        call, _, args = text.partition("(")
+        try:
+            node = ast.parse(f"f({args}", mode="eval").body
+            assert isinstance(node, ast.Call) and not node.args
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+        except (SyntaxError, ValueError, AssertionError, TypeError):
+            raise TargetError(f"--impl={text!r}: cannot read the keyword overrides {args[:-1]!r}; "
+                              "write them as Python literals, e.g. (foreach=True, eps=1e-8)") \
+                from None
+    if ":" in call:
+        module, _, attr = call.partition(":")
+    else:
+        module, _, attr = call.rpartition(".")
+    if not module or not attr:
+        raise TargetError(f"--impl={text!r} is not a path. Accepted: {FORMS}")
+    return module, attr, kwargs
+
+
+def load(text: str) -> tuple[Any, str, dict[str, Any]]:
+    module_name, attr, kwargs = parse(text)
+    path = f"{module_name}.{attr}"
+    tried: list[str] = []
+    # 'a.b.C.D' may be module a.b with attribute path C.D: walk back until a module imports.
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        mod_name, attrs = ".".join(parts[:cut]), parts[cut:]
+        try:
+            obj: Any = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            tried.append(f"import {mod_name}: {e}")
+            continue
+        except Exception as e:  # an implementation whose import raises is the user's to know
+            raise TargetError(f"--impl={text!r}: importing {mod_name} raised "
+                              f"{type(e).__name__}: {e}") from None
+        try:
+            for a in attrs:
+                obj = getattr(obj, a)
+        except AttributeError:
+            tried.append(f"{mod_name} has no attribute {'.'.join(attrs)}")
+            continue
+        return obj, path, kwargs
+    raise TargetError(f"--impl={text!r}: nothing found. Tried: " + "; ".join(tried)
+                      + f". Accepted: {FORMS}")
+
+
+def resolve(text: str) -> Any:
+    """An adapter for `text` (see module docstring), or TargetError."""
+    import torch
+
+    from conformance.adapters.kernel import KernelAdapter, looks_like_kernel
+    from conformance.adapters.torch_optim import TorchOptimizerAdapter
+
+    obj, path, kwargs = load(text)
+    if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer):
+        adapter = TorchOptimizerAdapter(obj, kwargs)
+        unknown = [k for k in kwargs if k not in adapter.accepted and not adapter.takes_kwargs]
+        if unknown:
+            raise TargetError(f"--impl={text!r}: {obj.__name__} takes no keyword(s) {unknown}")
+        return adapter
+    if inspect.isclass(obj) and callable(getattr(obj, "create", None)):
+        obj = obj(**kwargs)
+        kwargs = {}
+    if callable(getattr(obj, "create", None)) and not inspect.isclass(obj):
+        if kwargs:
+            raise TargetError(f"--impl={text!r}: keyword overrides apply to classes and kernels")
+        for attr, default in (("name", path), ("version", "unknown"), ("options", {})):
+            if not hasattr(obj, attr):
+                try:
+                    setattr(obj, attr, default)
+                except (AttributeError, TypeError):
+                    pass
+        return obj
+    if callable(obj) and looks_like_kernel(obj):
+        return KernelAdapter(obj, path, kwargs)
+    kind = type(obj).__name__
+    raise TargetError(f"--impl={text!r}: {path} is a {kind}, which the suite cannot drive. "
+                      f"Accepted: {FORMS}")
