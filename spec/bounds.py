@@ -35,7 +35,7 @@ import numpy as np
 import sympy as sp
 
 from spec.formats import FLOAT32, FLOAT64, Format, format_of, opmath
-from spec.markers import StoreParam, StoreState
+from spec.markers import Opmath, StoreParam, StoreState
 from spec.orders import Order
 from spec.rounding import as_float64
 from spec.symbols import SCALARS, t
@@ -189,6 +189,8 @@ class _Graph:
         if isinstance(x, (StoreParam, StoreState)):
             role = "param" if isinstance(x, StoreParam) else "state"
             return _Node(x, "store", children, scalar, integer, 1, role)
+        if isinstance(x, Opmath):
+            return _Node(x, "store", children, scalar, integer, 1, "compute")
         raise NotImplementedError(f"no rounding model for {type(x).__name__}: {x}")
 
 
@@ -311,6 +313,11 @@ def _unit(n: _Node, order: Order, prec: Precision) -> Format | None:
     """The format node n's result is rounded to, or None if it is exact."""
     if n.kind in ("leaf", "const", "abs", "max", "select") or n.integer or n.roundings == 0:
         return None
+    if n.kind == "store" and n.role == "compute":
+        # A scalar taken into the compute type: one rounding, unless scalars are no finer.
+        if n.scalar and prec.compute.precision < order.scalar.precision:
+            return prec.compute
+        return None
     if n.kind == "store":
         target = prec.param if n.role == "param" else prec.state
         # Storing a value already rounded to a format at least as coarse is exact.
@@ -330,18 +337,20 @@ def bound(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
         val = _values(graph, env)
         partials = {x: _partials(graph, x, val, env) for x in graph.order}
 
-    # Roundings: (node, format, budget, magnitude) whose error is scaled by the node's adjoint.
+    # Roundings: (node, relative budget, eta, magnitude, edges) whose error is scaled by the
+    # node's adjoint; or, where edges is not None, by the adjoint along those (parent, index)
+    # edges only (see the casts below).
     hyper_unit = max((f.u for f in (prec.hyper, order.scalar) if f is not None and f != FLOAT64),
                      default=0.0)
-    terms: list[tuple[sp.Basic, float, float, np.ndarray]] = []
+    terms: list[_Term] = []
     count, worst_u = 0, 0.0
-    cast: set[sp.Basic] = set()
+    cast: dict[sp.Basic, list[tuple[sp.Basic, int]]] = {}
     for x in graph.order:
         n = graph.nodes[x]
         v = np.abs(val[x])
         if n.kind == "leaf" and n.scalar and not n.integer and hyper_unit:
             eta = (prec.hyper or order.scalar).eta
-            terms.append((x, hyper_unit, eta, v))
+            terms.append((x, hyper_unit, eta, v, None))
             count += 1
             worst_u = max(worst_u, hyper_unit)
             continue
@@ -351,20 +360,26 @@ def bound(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
             mag = v
             if n.kind == "add" and len(n.children) > 2:
                 mag = sum((np.abs(val[a]) for a in n.children), np.zeros(shape))
-            terms.append((x, budget * fmt.u, n.roundings * fmt.eta, mag))
+            terms.append((x, budget * fmt.u, n.roundings * fmt.eta, mag, None))
             count += n.roundings
             worst_u = max(worst_u, fmt.u)
-        # A scalar operand of a tensor operation is cast to the compute format first (once).
+        # A scalar operand of a tensor operation is cast to the compute format first. The cast
+        # is one deterministic rounding, but it perturbs only the tensor operations that take
+        # the scalar: scalar arithmetic on it (1 - beta2 next to v * beta2) uses the exact
+        # double. Its error therefore flows along those edges only, not through the scalar's
+        # total adjoint, where the uses can cancel (d v'/d beta2 = v - g^2).
         if not n.scalar and n.kind != "store":
-            for a in n.children:
+            for i, a in enumerate(n.children):
                 ca = graph.nodes[a]
-                if (ca.scalar and not ca.integer and ca.kind != "const" and a not in cast
+                if (ca.scalar and not ca.integer and ca.kind != "const"
+                        and ca.role != "compute"
                         and prec.compute.precision < order.scalar.precision):
-                    cast.add(a)
-                    terms.append((a, prec.ulps.get("cast", 1) * prec.compute.u,
-                                  prec.compute.eta, np.abs(val[a])))
-                    count += 1
-                    worst_u = max(worst_u, prec.compute.u)
+                    cast.setdefault(a, []).append((x, i))
+    for a, edges in cast.items():
+        terms.append((a, prec.ulps.get("cast", 1) * prec.compute.u, prec.compute.eta,
+                      np.abs(val[a]), tuple(edges)))
+        count += 1
+        worst_u = max(worst_u, prec.compute.u)
 
     # Domain: every intermediate finite and inside the range of the format it lives in.
     in_domain = np.ones(shape, dtype=bool)
@@ -372,23 +387,34 @@ def bound(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
         n = graph.nodes[x]
         limit = FLOAT64.max if n.scalar else prec.compute.max
         if n.kind == "store":
-            limit = min(limit, (prec.param if n.role == "param" else prec.state).max)
+            limit = min(limit, {"param": prec.param, "state": prec.state,
+                                "compute": prec.compute}[n.role].max)
         in_domain &= np.broadcast_to(np.isfinite(val[x]) & (np.abs(val[x]) <= limit), shape)
+
+    # max is 1-Lipschitz but has no derivative at a tie: where the operands' own rounding errors
+    # could reorder them, the computed max may take the operand that is not the exact maximum.
+    # There every operand that could win gets weight 1: |max(a', b') - max(a, b)| <=
+    # max(|a' - a|, |b' - b|), which the sum of their bounds covers.
+    margin_all = (1 + 2 * count * worst_u) * (1 + 2.0**-40)
+    for x in graph.order:
+        if graph.nodes[x].kind == "max":
+            children = graph.nodes[x].children
+            errs = [_first_order(graph, c, partials, terms, shape) * margin_all for c in children]
+            vals = np.broadcast_arrays(*[val[c] for c in children])
+            top = np.maximum.reduce(vals)
+            winner = [p != 0 for p in partials[x]]
+            active = np.select(winner, errs, 0.0)
+            with np.errstate(invalid="ignore"):
+                partials[x] = [np.where(w | (top - vi <= ei + active), 1.0, 0.0)
+                               for w, vi, ei in zip(winner, vals, errs, strict=True)]
 
     result: dict[str, Bound] = {}
     for name in names:
         root = tree[name]
         out_fmt = prec.param if name == "theta" else prec.state
         adj = _adjoints(graph, root, partials)
-        total = np.zeros(shape)
+        total = _first_order(graph, root, partials, terms, shape, adj)
         n_total, u_total = count, worst_u
-        for x, rel, eta, mag in terms:
-            if x not in adj:
-                continue
-            a = np.abs(adj[x])
-            with np.errstate(invalid="ignore", over="ignore"):
-                err = np.where(mag == 0, 0.0, rel * mag + eta / 2)
-                total = total + np.where(err == 0, 0.0, err * a)
         # The final store to the output's format, unless the order already stored it there.
         if graph.nodes[root].kind != "store" and out_fmt.precision < prec.compute.precision:
             r = np.abs(val[root])
@@ -404,6 +430,31 @@ def bound(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
                 if isinstance(x, sp.Symbol) and not graph.nodes[x].scalar}
         result[name] = Bound(value, root_ok & np.isfinite(total), sens)
     return result
+
+
+_Term = tuple[sp.Basic, float, float, np.ndarray, tuple[tuple[sp.Basic, int], ...] | None]
+
+
+def _first_order(graph: _Graph, root: sp.Basic, partials, terms: list[_Term], shape,
+                 adj: dict[sp.Basic, np.ndarray] | None = None) -> np.ndarray:
+    """sum_i (k_i u_i |x_i| + eta_i / 2) |d root / d x_i| over the roundings that reach root."""
+    if adj is None:
+        adj = _adjoints(graph, root, partials)
+    total = np.zeros(shape)
+    for x, rel, eta, mag, edges in terms:
+        if edges is None:
+            if x not in adj:
+                continue
+            a = np.abs(adj[x])
+        else:
+            along = [_mul_adjoint(adj[p], partials[p][i]) for p, i in edges if p in adj]
+            if not along:
+                continue
+            a = np.abs(sum(along[1:], along[0]))
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = np.where(mag == 0, 0.0, rel * mag + eta / 2)
+            total = total + np.where(err == 0, 0.0, err * a)
+    return total
 
 
 def _adjoints(graph: _Graph, root: sp.Basic, partials) -> dict[sp.Basic, np.ndarray]:

@@ -19,7 +19,7 @@ import sympy as sp
 
 from spec.conventions import DEFAULT, Convention
 from spec.formats import FLOAT32, FLOAT64, Format
-from spec.markers import StoreParam, StoreState
+from spec.markers import Opmath, StoreParam, StoreState
 from spec.rule import Rule, Update
 from spec.symbols import beta1, beta2, eps, g, lr, m, t, theta, v, vmax, weight_decay
 
@@ -48,16 +48,23 @@ def straightforward(rule: Rule) -> Order:
 
 
 def _lerp(start: sp.Expr, end: sp.Expr, weight: sp.Expr) -> sp.Expr:
-    """ATen's lerp: start + w (end - start) for |w| < 1/2, else end - (end - start)(1 - w)."""
+    """ATen's lerp: start + w (end - start) for |w| < 1/2, else end - (end - start)(1 - w).
+
+    The weight is rounded to opmath first and 1 - w is formed from the rounded w (exactly, in
+    float), so the second branch's coefficient carries w's rounding error, about u |w|, not
+    u |1 - w|: for beta1 < 1/2 that is up to 1/beta1 times more. The branch condition is taken on
+    the exact weight (they differ only for w within an ulp of 1/2, where both branches round alike).
+    """
+    w = Opmath(weight)
     return sp.Piecewise(
-        (start + weight * (end - start), weight < sp.Rational(1, 2)),
-        (end - (end - start) * (1 - weight), True),
+        (start + w * (end - start), weight < sp.Rational(1, 2)),
+        (end - (end - start) * (1 - w), True),
     )
 
 
-def _second_moment(store) -> sp.Expr:
+def _second_moment(store, b2: sp.Expr = beta2) -> sp.Expr:
     # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    return store(store(v * beta2) + (1 - beta2) * g * g)
+    return store(store(v * b2) + (1 - beta2) * g * g)
 
 
 def _denominator_source(v1: sp.Expr, amsgrad: bool, store) -> tuple[sp.Expr, dict]:
@@ -67,13 +74,17 @@ def _denominator_source(v1: sp.Expr, amsgrad: bool, store) -> tuple[sp.Expr, dic
     return vm, {"vmax": vm}
 
 
-def torch_loop(amsgrad: bool = False) -> Order:
-    """torch.optim.AdamW, foreach=False and foreach=True: one rounding per ATen op."""
-
+def _torch_eager(amsgrad: bool, foreach: bool) -> Callable[[], Update]:
     def build() -> Update:
-        decayed = StoreParam(theta * (1 - lr * weight_decay))
+        keep = 1 - lr * weight_decay
+        b2 = beta2
+        if foreach:
+            # ATen's CPU _foreach_mul_ casts its Python scalar to the tensor's dtype (Tensor.mul_
+            # takes it in opmath): for bf16/fp16 tensors 1 - lr*wd and beta2 are rounded to it.
+            keep, b2 = StoreParam(keep), StoreState(beta2)
+        decayed = StoreParam(theta * keep)
         m1 = StoreState(_lerp(m, g, 1 - beta1))
-        v1 = _second_moment(StoreState)
+        v1 = _second_moment(StoreState, b2)
         source, extra = _denominator_source(v1, amsgrad, StoreState)
         step_size = lr / (1 - beta1**t)
         bc2_sqrt = sp.sqrt(1 - beta2**t)
@@ -83,9 +94,23 @@ def torch_loop(amsgrad: bool = False) -> Order:
         new = StoreParam(decayed + (-step_size) * m1 / denom)  # addcdiv_(m, denom, -step_size)
         return {"theta": new, "m": m1, "v": v1, **extra}
 
-    return Order("torch_loop", build, FLOAT64,
-                 "PyTorch for-loop/foreach: lerp, addcmul, step_size=lr/bc1, "
+    return build
+
+
+def torch_loop(amsgrad: bool = False) -> Order:
+    """torch.optim.AdamW, foreach=False: one rounding per ATen op."""
+    return Order("torch_loop", _torch_eager(amsgrad, foreach=False), FLOAT64,
+                 "PyTorch for-loop: lerp, addcmul, step_size=lr/bc1, "
                  "denom=sqrt(v)/sqrt(bc2)+eps, addcdiv; Python-float scalars")
+
+
+def torch_foreach(amsgrad: bool = False) -> Order:
+    """torch.optim.AdamW, foreach=True: the loop's ops (on CPU the _foreach_ ops loop over the
+    tensors), except that _foreach_mul_ rounds its scalar (1 - lr*wd, beta2) to the tensor dtype.
+    Identical to the loop for float32/float64; in bfloat16, beta2 = 0.999 becomes 1.0."""
+    return Order("torch_foreach", _torch_eager(amsgrad, foreach=True), FLOAT64,
+                 "PyTorch foreach: as the loop, with 1 - lr*wd and beta2 rounded to the tensor "
+                 "dtype by _foreach_mul_")
 
 
 def torch_capturable(amsgrad: bool = False) -> Order:
@@ -139,7 +164,7 @@ def adamw_orders(rule: Rule, convention: Convention = DEFAULT,
     base = Convention(amsgrad=convention.amsgrad)
     if base == convention and convention.amsgrad in ("none", "raw_max"):
         ams = convention.amsgrad == "raw_max"
-        kernel_orders = [torch_loop(ams), fused(ams)]
+        kernel_orders = [torch_loop(ams), torch_foreach(ams), fused(ams)]
         if compute.precision <= FLOAT32.precision:
             kernel_orders.append(torch_capturable(ams))
         if rule.name.endswith("+maximize"):

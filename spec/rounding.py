@@ -69,17 +69,18 @@ def ordered_key(x: Any, fmt: Format) -> np.ndarray:
     """
     a = as_float64(x)
     mag = np.abs(a)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        e = np.floor(np.log2(np.where(mag > 0, mag, 1.0)))
-    e = np.maximum(e, fmt.emin)
-    quantum = np.exp2(e - (fmt.precision - 1))
-    # Index of mag on the grid of fmt: all numbers below 2**e, plus the steps above it.
-    below = np.where(e > fmt.emin, (e - fmt.emin) * 2 ** (fmt.precision - 1), 0)
-    base = np.where(e > fmt.emin, np.exp2(e), 0.0)
-    steps = np.round((mag - base) / quantum)
-    index = (below + steps + np.where(e > fmt.emin, 2 ** (fmt.precision - 1), 0)).astype(np.int64)
+    finite = np.isfinite(mag)
+    # frexp gives the exponent exactly (log2 rounds up just below a power of two in float64), and
+    # the index is built in int64: float64 indices pass 2**53 and would lose the last steps.
+    _, ex = np.frexp(np.where(finite, mag, 0.0))
+    e = np.maximum(ex.astype(np.int64) - 1, fmt.emin)
+    # mag / quantum, quantum = 2**(e - p + 1): an integer below 2**p, exact in float64.
+    scaled = np.ldexp(np.where(finite, mag, 0.0), -(e - (fmt.precision - 1)))
+    steps = np.rint(scaled).astype(np.int64)
+    # Numbers below 2**e (all binades from emin up to e) and the steps of mag's own binade.
+    index = (e - fmt.emin) * (1 << (fmt.precision - 1)) + steps
     index = np.where(mag == 0, 0, index)
-    index = np.where(np.isinf(a), (fmt.emax - fmt.emin + 2) * 2 ** (fmt.precision - 1), index)
+    index = np.where(finite, index, (fmt.emax - fmt.emin + 2) * (1 << (fmt.precision - 1)))
     return np.where(a < 0, -index, index).astype(np.int64)
 
 

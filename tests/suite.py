@@ -1,0 +1,50 @@
+"""Run the conformance suite in-process, the way a user would from the repository root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Outcome:
+    """What one run of the suite produced: exit code and the outcome of each test id."""
+
+    rc: int
+    results: dict[str, str] = field(default_factory=dict)  # nodeid -> passed/failed/skipped
+    messages: dict[str, str] = field(default_factory=dict)  # nodeid -> failure text
+
+    def failed(self) -> list[str]:
+        return [k for k, v in self.results.items() if v == "failed"]
+
+    def passed(self) -> list[str]:
+        return [k for k, v in self.results.items() if v == "passed"]
+
+
+class _Collector:
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or report.outcome != "passed":
+            if report.nodeid in self.outcome.results and report.when != "call":
+                return
+            self.outcome.results[report.nodeid] = report.outcome
+            if report.failed:
+                self.outcome.messages[report.nodeid] = report.longreprtext
+
+
+def run_suite(*args: str, profile: str = "ci") -> Outcome:
+    """pytest conformance <args> --hypothesis-profile=<profile>, in this process."""
+    outcome = Outcome(0)
+    targets = [a for a in args if a.startswith("conformance")] or ["conformance"]
+    options = [a for a in args if not a.startswith("conformance")]
+    argv = [*(str(ROOT / t) for t in targets), *options, f"--hypothesis-profile={profile}",
+            "-q", "-p", "no:cacheprovider", f"--rootdir={ROOT}"]
+    rc = pytest.main(argv, plugins=[_Collector(outcome)])
+    outcome.rc = int(rc)
+    return outcome
