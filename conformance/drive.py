@@ -12,7 +12,7 @@ import numpy as np
 
 from conformance.adapters.base import Adapter, ParamState, Run, Setup, capability
 from conformance.judge import Mismatch, Model, compare, format_hyper
-from spec.bounds import Bound, Precision
+from spec.bounds import Bound, Precision, environment, max_over_orders
 from spec.formats import opmath
 
 
@@ -48,9 +48,13 @@ class Config:
 
 def guarded(what: str, fn: Callable[..., Any], *args: Any, timeout: float = 60.0) -> Any:
     """Call into the implementation: an exception or a hang becomes a readable failure."""
+    # pytest leaves these frames out of failure reports: the user reads the implementation's
+    # own traceback and the message, not the suite's plumbing.
+    __tracebackhide__ = True
     box: dict[str, Any] = {}
 
     def target() -> None:
+        __tracebackhide__ = True
         try:
             box["value"] = fn(*args)
         except BaseException as e:  # noqa: BLE001 - everything the implementation raises
@@ -70,10 +74,12 @@ def guarded(what: str, fn: Callable[..., Any], *args: Any, timeout: float = 60.0
 
 
 def create(cfg: Config, setup: Setup) -> Run:
+    __tracebackhide__ = True
     return guarded("creating the optimizer", cfg.adapter.create, setup, timeout=cfg.timeout)
 
 
 def step(cfg: Config, run: Run, grads: Sequence[np.ndarray | None]) -> None:
+    __tracebackhide__ = True
     guarded("step()", run.step, list(grads), timeout=cfg.timeout)
 
 
@@ -213,7 +219,6 @@ def trajectory(model: Model, prec: Precision, theta0: np.ndarray,
     prev_state = {n: np.asarray((state0 or {}).get(n, np.zeros(np.shape(theta0))), np.float64)
                   for n in names if n != "theta"}
     for k, g in enumerate(grads):
-        from spec.bounds import environment, max_over_orders
         env = environment(model.rule.inputs, prev_theta, g, prev_state, hyper, t0 + k,
                           model.rule.defaults)
         local = max_over_orders(model.orders(prec), env, prec)
@@ -231,3 +236,77 @@ def trajectory(model: Model, prec: Precision, theta0: np.ndarray,
         prev_theta = f64["theta"]
         prev_state = {n: f64[n] for n in names if n != "theta"}
     return exact[-1], Bound(np.where(domain, carried["theta"], np.inf), domain)
+
+
+# --- helpers for metamorphic and exact properties (decouple.*, groups.*, schedule.*) ---------
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise equality of two exact float64 images (-0.0 != 0.0; a NaN equals the same NaN)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return a.shape == b.shape and np.array_equal(a.view(np.int64), b.view(np.int64))
+
+
+def bit_difference(got: np.ndarray, want: np.ndarray) -> str:
+    """Where two arrays differ bitwise, for a failure message (got first)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return f"shape {got.shape} vs {want.shape}"
+    diff = np.flatnonzero(got.view(np.int64).reshape(-1) != want.view(np.int64).reshape(-1))
+    if not diff.size:
+        return "bitwise equal"
+    i = int(diff[0])
+    return (f"{diff.size} of {got.size} elements differ; first at flat index {i}: "
+            f"got {got.reshape(-1)[i]!r}, expected {want.reshape(-1)[i]!r}")
+
+
+def judge_values(cfg: Config, after: Sequence[np.ndarray],
+                 states: Sequence[ParamState | None] | None, before: Sequence[np.ndarray],
+                 before_states: Sequence[ParamState | None], grads: Sequence[np.ndarray | None],
+                 hypers: Sequence[dict[str, float]], model: Model | None = None) -> StepOutcome:
+    """judge_step's verdict for a step already taken: `after`/`states` against the oracle step
+    from `before`/`before_states`. Parameters without a gradient, or whose state before the step
+    is unknown (None), are not judged; a None in `states` leaves that parameter's state unjudged.
+    """
+    model = model or cfg.model
+    mismatches: list[tuple[int, Mismatch]] = []
+    bounds: list[dict[str, Bound]] = []
+    exacts: list[Any] = []
+    for i, g in enumerate(grads):
+        s = before_states[i]
+        if g is None or s is None:
+            bounds.append({})
+            exacts.append(None)
+            continue
+        now = states[i] if states is not None else None
+        sdtype = now.dtype if now is not None else None
+        exact, bnd = model.expect(before[i], g, s.as_mapping(), hypers[i], s.step + 1,
+                                  cfg.precision(sdtype))
+        bounds.append(bnd)
+        exacts.append(exact)
+        got = {"theta": after[i], **(now.as_mapping() if now is not None else {})}
+        for name, value in got.items():
+            if name not in bnd:
+                continue
+            fmt = cfg.dtype if name == "theta" else (sdtype or cfg.dtype)
+            bad = compare(name, value, exact[name], bnd[name], fmt)
+            if bad:
+                mismatches.append((i, bad))
+    return StepOutcome(list(after), None if states is None else list(states),  # type: ignore[arg-type]
+                       mismatches, bounds, exacts)
+
+
+def read_each_state(run: Run, n: int) -> list[ParamState | None]:
+    """Each parameter's state where the target exposes it (None for a parameter without state
+    yet, or everywhere when the layout is unknown): unlike read_states, one missing state does
+    not hide the others."""
+    if not capability(run, "read_state"):
+        return [None] * n
+    return [run.read_state(i) for i in range(n)]
+
+
+def with_schedule_base(model: Model, hyper: dict[str, float],
+                       initial_lr: float) -> dict[str, float]:
+    """`hyper` plus the lr the group was created with, where the declared convention's decay
+    needs it (decay_coupling=schedule: lr / initial_lr * wd)."""
+    names = set(model.rule.hyperparameter_names)
+    return {**hyper, "initial_lr": initial_lr} if "initial_lr" in names else dict(hyper)

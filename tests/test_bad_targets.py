@@ -1,0 +1,143 @@
+"""Bad targets, end to end as a user meets them (`python -m pytest conformance --impl=...` in a
+subprocess): a usage error for an --impl that cannot be driven (exit 4, what was tried and the
+accepted forms, no traceback); readable per-test failures for an implementation that raises,
+hangs or returns NaN, with the rest of the run going on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.suite import ROOT
+
+
+@dataclass
+class Result:
+    rc: int
+    output: str
+    seconds: float
+    cases: dict[str, str]  # test name -> "passed" | "skipped" | failure message
+
+    def failed(self) -> dict[str, str]:
+        return {k: v for k, v in self.cases.items() if v not in ("passed", "skipped")}
+
+
+def suite(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+          targets: tuple[str, ...] = ("conformance",)) -> Result:
+    junit = tmp_path / "junit.xml"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", *targets, *args, "--hypothesis-profile=ci",
+         "-p", "no:cacheprovider", "-q", f"--junitxml={junit}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, **(env or {})})
+    cases: dict[str, str] = {}
+    if junit.exists():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            name = f"{case.get('classname')}::{case.get('name')}"
+            bad = case.find("failure")
+            if bad is None:
+                bad = case.find("error")
+            message = "" if bad is None else (bad.get("message") or "") + (bad.text or "")
+            cases[name] = ("skipped" if case.find("skipped") is not None else
+                           "passed" if bad is None else message)
+    return Result(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start, cases)
+
+
+# --- --impl that cannot be driven: a usage error -------------------------------------------------
+
+@pytest.mark.parametrize(("impl", "says"), [
+    ("nosuch_package.Optimizer", "Tried: import nosuch_package"),
+    ("torch.optim.NoSuchAdamW", "torch.optim has no attribute NoSuchAdamW"),
+    ("math.pi", "is a float, which the suite cannot drive"),
+    ("justaword", "is not a path"),
+    ("torch.optim.AdamW(foreach=maybe)", "cannot read the keyword overrides"),
+    ("torch.optim.AdamW(nosuch=1)", "takes no keyword(s) ['nosuch']"),
+])
+def test_unusable_impl_is_a_usage_error(tmp_path: Path, impl: str, says: str) -> None:
+    r = suite(tmp_path, f"--impl={impl}")
+    assert r.rc == pytest.ExitCode.USAGE_ERROR, r.output
+    assert f"--impl={impl!r}" in r.output and says in r.output, r.output
+    assert "Traceback" not in r.output and "INTERNALERROR" not in r.output, r.output
+
+
+@pytest.mark.parametrize("impl", ["nosuch_package.Optimizer", "math.pi", "justaword"])
+def test_usage_error_lists_accepted_forms(tmp_path: Path, impl: str) -> None:
+    r = suite(tmp_path, f"--impl={impl}")
+    assert "Accepted:" in r.output and "torch-fused" in r.output and "pkg.mod:Attr" in r.output
+
+
+def test_impl_whose_import_raises_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "broken_on_import.py").write_text(
+        "raise RuntimeError('no backend for this machine')\n")
+    r = suite(tmp_path, "--impl=broken_on_import:AdamW",
+              env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert r.rc == pytest.ExitCode.USAGE_ERROR, r.output
+    assert "importing broken_on_import raised RuntimeError: no backend" in r.output, r.output
+    assert "Traceback" not in r.output, r.output
+
+
+# --- implementations that misbehave: readable failures, the run goes on --------------------------
+
+def _assert_each_failure_says(r: Result, says: str) -> None:
+    failed = r.failed()
+    assert failed, r.output
+    for name, message in failed.items():
+        assert says in message, f"{name}:\n{message}"
+    assert "INTERNALERROR" not in r.output, r.output
+
+
+def test_raising_step_fails_every_test_readably(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl=impl.broken:RaisingAdamW")
+    assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
+    # Every test that steps the optimizer fails on its own; the rest still ran.
+    assert len(r.failed()) >= 3, r.cases
+    _assert_each_failure_says(r, "the implementation raised RuntimeError in step(): "
+                                 "RaisingAdamW: deliberate failure")
+    assert any(v == "passed" for v in r.cases.values()), r.cases  # input.validation, say
+
+
+def test_raising_constructor_fails_readably(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl=impl.broken:RaisingConstructor")
+    assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
+    failed = r.failed()
+    assert len(failed) >= 3, r.cases
+    for name, message in failed.items():
+        assert "raised ImportError" in message and "backend not available" in message, \
+            f"{name}:\n{message}"
+
+
+def test_hanging_step_times_out_and_the_run_goes_on(tmp_path: Path) -> None:
+    from impl.broken import HangingAdamW
+
+    targets = ("conformance/test_exact.py", "conformance/test_state.py",
+               "conformance/test_input.py")
+    r = suite(tmp_path, "--impl=impl.broken:HangingAdamW", "--impl-timeout=0.5",
+              targets=targets)
+    assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
+    assert len(r.failed()) >= 3, r.cases
+    _assert_each_failure_says(r, "did not return from")
+    assert "within 0.5 s (set --impl-timeout to allow more)" in r.output
+    # Validation never steps: it passed, after the hung tests before it.
+    assert any(k.endswith("test_validation[lr]") and v == "passed" for k, v in r.cases.items())
+    # Nothing waited for the hung call to finish.
+    assert r.seconds < HangingAdamW.HANG_S, r.seconds
+
+
+def test_nan_result_fails_with_got_and_oracle(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl=impl.broken:NaNAdamW",
+              targets=("conformance/test_exact.py", "conformance/test_state.py"))
+    assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
+    failed = r.failed()
+    assert any("exact.one_step" in m for m in failed.values()), failed
+    for name, message in failed.items():
+        assert "got nan" in message and "oracle" in message, f"{name}:\n{message}"
+    # A NaN-producing optimizer is still deterministic: its save/load round trip holds.
+    assert any(k.endswith("test_round_trip") and v == "passed" for k, v in r.cases.items())
