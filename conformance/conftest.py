@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from conformance.drive import Config
 from conformance.judge import Model
@@ -17,8 +17,11 @@ from spec.conventions import Convention
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
              HealthCheck.function_scoped_fixture]
+# ci gates: derandomized, and no shrinking, so a red verdict comes in seconds (an mpmath-judged
+# example costs ~0.1 s and shrinking takes hundreds); dev and thorough shrink to a minimal example.
 settings.register_profile("ci", max_examples=8, derandomize=True, deadline=None,
-                          suppress_health_check=_SUPPRESS, print_blob=True)
+                          suppress_health_check=_SUPPRESS, print_blob=True,
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate])
 settings.register_profile("dev", max_examples=25, deadline=None,
                           suppress_health_check=_SUPPRESS, print_blob=True)
 settings.register_profile("thorough", max_examples=300, deadline=None,

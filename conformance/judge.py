@@ -54,6 +54,13 @@ class Model:
         env = environment(self.rule.inputs, params, grad, state, hyper, t, self.rule.defaults)
         return exact, max_over_orders(self.orders(prec), env, prec)
 
+    def bounds(self, params: Any, grad: Any, state: Mapping[str, Any], hyper: Mapping[str, float],
+               t: int, prec: Precision) -> dict[str, Bound]:
+        """The per-element bounds of one step alone (no oracle): to judge one step against
+        several precision profiles, e.g. dtype.precision's float32- vs bf16-compute."""
+        env = environment(self.rule.inputs, params, grad, state, hyper, t, self.rule.defaults)
+        return max_over_orders(self.orders(prec), env, prec)
+
 
 @dataclass
 class Mismatch:

@@ -74,7 +74,10 @@ class Adapter(Protocol):
     - `read_state(i) -> ParamState | None` and `write_state(i, ParamState) -> bool`: state replay
       (None / False when the layout is unknown: the suite falls back to trajectory checks);
     - `set_lr(group, lr)`: a schedule changing a group's learning rate between steps;
-    - `state_dict()` and `load_state_dict(sd)`: save and restore.
+    - `state_dict()` and `load_state_dict(sd)`: save and restore;
+    - `amp_step(grads, scale)`: one step with mixed-precision loss scaling, `grads` already
+      multiplied by `scale` (torch.amp.GradScaler, or a kernel's grad_scale/found_inf); raises
+      NotImplementedError where the target cannot take it (scale.grad_scaler then skips).
     """
 
     name: str

@@ -95,6 +95,7 @@ class KernelRun:
             kw = {k: val for k, val in kw.items()
                   if self.adapter.accepts(k) or k not in ("amsgrad", "maximize")}
             kw.update(self.adapter.fixed)
+            kw.update(getattr(self, "_amp", {}))
             self.adapter.kernel([self.params_[i] for i in idx], gs, [self.m[i] for i in idx],
                                 [self.v[i] for i in idx],
                                 [self.vmax[i] for i in idx] if self.amsgrad else [],
@@ -102,6 +103,26 @@ class KernelRun:
 
     def params(self) -> list[np.ndarray]:
         return [to_numpy(p) for p in self.params_]
+
+    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float) -> None:
+        """One step with loss scaling, called as torch.optim calls a fused kernel under
+        torch.amp.GradScaler: `grads` are scaled by `scale`; the kernel gets grad_scale and
+        found_inf (1.0 if any gradient is inf/NaN, as the scaler finds), and the caller takes
+        the counter back if the step was skipped."""
+        if not (self.adapter.accepts("grad_scale") and self.adapter.accepts("found_inf")):
+            raise NotImplementedError(f"{self.adapter.name} takes no grad_scale/found_inf")
+        found = any(g is not None and not np.all(np.isfinite(g)) for g in grads)
+        device = self.params_[0].device if self.params_ else self.setup.device
+        self._amp = {"grad_scale": torch.tensor(float(scale), device=device),
+                     "found_inf": torch.tensor(float(found), device=device)}
+        try:
+            self.step(grads)
+        finally:
+            self._amp = {}
+        if found:
+            for i, g in enumerate(grads):
+                if g is not None:
+                    self.steps[i] -= 1
 
     def read_state(self, i: int) -> ParamState:
         return ParamState(to_numpy(self.m[i]), to_numpy(self.v[i]), int(self.steps[i].item()),

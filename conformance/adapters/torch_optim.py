@@ -99,6 +99,24 @@ class TorchOptimizerRun:
     def params(self) -> list[np.ndarray]:
         return [to_numpy(p) for p in self.tensors]
 
+    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float) -> None:
+        """One step under torch.amp.GradScaler: `grads` are already multiplied by `scale` (as a
+        scaled loss's gradients are); the scaler unscales them, looks for inf/NaN and skips the
+        optimizer's step if it finds any (or hands grad_scale/found_inf to an optimizer that
+        handles them itself, as torch's fused ones do)."""
+        for p, g in zip(self.tensors, grads, strict=True):
+            p.grad = None if g is None else torch.tensor(g, dtype=torch.float64).to(p.device,
+                                                                                    p.dtype)
+        if (any(p.grad is not None and p.grad.dtype == torch.float16 for p in self.tensors)
+                and not getattr(self.opt, "_step_supports_amp_scaling", False)):
+            raise NotImplementedError("torch.amp.GradScaler does not unscale float16 gradients "
+                                      "(it expects float32 master parameters)")
+        device = self.tensors[0].device if self.tensors else torch.device(self.setup.device)
+        scaler = torch.amp.GradScaler(device.type, init_scale=scale)
+        scaler.scale(torch.zeros((), device=device))  # what scaler.scale(loss) sets up
+        scaler.step(self.opt)
+        scaler.update()
+
     def _layout(self, p: torch.Tensor):
         st = self.opt.state.get(p, {})
         m, v = _find(st, _M_NAMES, p), _find(st, _V_NAMES, p)

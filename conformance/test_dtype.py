@@ -1,0 +1,96 @@
+"""dtype.*: low-precision parameters, judged at the precision the implementation declares."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from conformance.drive import can_replay, failure, judge_step, prepare, reproduction
+from conformance.judge import compare
+from conformance.strategies import representable, step_cases
+
+pytestmark = pytest.mark.catalogue("dtype")
+
+LOW = ("bfloat16", "float16")
+
+
+def _within(cfg, outcome, case, compute: str) -> bool:
+    """Whether the step just judged is also within the bound of the profile that computes in
+    `compute` (same parameter and state formats): the behavioural test of what the target's
+    arithmetic is."""
+    theta = case.setup.groups[0].params[0]
+    s = case.states[0]
+    sdtype = outcome.states[0].dtype if outcome.states else None
+    prec = replace(cfg, compute=compute).precision(sdtype)
+    bnd = cfg.model.bounds(theta, case.grads[0], s.as_mapping(), case.hyper, s.step + 1, prec)
+    got = {"theta": outcome.params[0]}
+    if outcome.states is not None:
+        got.update(outcome.states[0].as_mapping())
+    exact = outcome.exact[0]
+    return all(compare(name, value, exact[name], bnd[name],
+                       cfg.dtype if name == "theta" else (sdtype or cfg.dtype)) is None
+               for name, value in got.items() if name in bnd)
+
+
+def test_precision(cfg, record_property):
+    """bf16/fp16: within B for the declared precision; effective compute precision reported.
+
+    One step (state replay where possible, else from a fresh state) is judged against the
+    declared precision (--compute-dtype; by default float32 arithmetic, PyTorch's opmath, with
+    state in the dtype the target keeps it in). The same step is then judged against two
+    profiles, arithmetic in float32 and arithmetic in the parameter dtype, and the verdict is
+    reported (record_property 'effective_compute', and a line in the output): "computes in
+    float32 and stores bfloat16" if every step is within the float32-compute bound, "computes
+    in bfloat16" if some are only within the bf16-compute one. float32/float64 parameters have
+    no lower precision to detect: skipped (exact.one_step covers them).
+    """
+    if cfg.dtype not in LOW:
+        pytest.skip(f"dtype.precision is about bfloat16/float16 parameters; --dtype={cfg.dtype} "
+                    "is judged at its own precision by exact.one_step")
+    fresh = None if can_replay(cfg) else True
+    seen = {"steps": 0, "float32": 0, cfg.dtype: 0}
+    declared = cfg.precision().label()
+
+    @given(data=st.data())
+    def steps(data):
+        # Half the replayed cases put the gradient against the first moment, so that
+        # b1 m + (1 - b1) g nearly cancels: an intermediate rounded to the parameter dtype
+        # (b1 m stored in bf16) then shows, where the float32-compute bound is tight.
+        cancel = fresh is None and data.draw(st.booleans(), label="cancelling m")
+        case = data.draw(step_cases(cfg.dtype, cfg.device, fresh=False if cancel else fresh),
+                         label="case")
+        if cancel:
+            b1, m = case.hyper["beta1"], case.states[0].m
+            wobble = 1 + 2.0**-6 * np.random.default_rng(case.seed).uniform(-1, 1, m.shape)
+            g = representable(-b1 / (1 - b1) * m * wobble, cfg.dtype)
+            assume(bool(np.all(np.isfinite(g))))
+            case.grads = [g]
+        params = [p for g in case.setup.groups for p in g.params]
+        run = prepare(cfg, case.setup, params, case.states)
+        assert run is not None
+        outcome = judge_step(cfg, run, params, case.states, case.grads, [case.hyper])
+        assert not outcome.mismatches, failure(
+            "dtype.precision", cfg, outcome, [case.hyper], case.states[0].step + 1,
+            note=f"declared precision {declared}", repro=reproduction(cfg, "dtype.precision"))
+        seen["steps"] += 1
+        for compute in ("float32", cfg.dtype):
+            seen[compute] += _within(cfg, outcome, case, compute)
+
+    steps()
+    n = seen["steps"]
+    if seen["float32"] == n:
+        verdict = (f"computes in float32 and stores {cfg.dtype}: all {n} steps within the "
+                   "float32-compute bound")
+    elif seen[cfg.dtype] == n:
+        verdict = (f"computes in {cfg.dtype}: {n - seen['float32']} of {n} steps are outside the "
+                   f"float32-compute bound, all within the {cfg.dtype}-compute bound")
+    else:
+        verdict = (f"matches neither profile on every step: {seen['float32']} of {n} within the "
+                   f"float32-compute bound, {seen[cfg.dtype]} within the {cfg.dtype}-compute "
+                   f"bound (declared: {declared})")
+    record_property("effective_compute", verdict)
+    print(f"dtype.precision: {cfg.adapter.name} ({cfg.dtype}): {verdict}")
