@@ -132,35 +132,10 @@ def judge_step(cfg: Config, run: Run, before: Sequence[np.ndarray],
 
     Parameters without a gradient are skipped here (groups.none_grad checks them bitwise).
     """
-    model = model or cfg.model
     step(cfg, run, grads)
     after = run.params()
-    states = read_states(run, len(after))
-    mismatches: list[tuple[int, Mismatch]] = []
-    bounds: list[dict[str, Bound]] = []
-    exacts: list[Any] = []
-    for i, g in enumerate(grads):
-        if g is None:
-            bounds.append({})
-            exacts.append(None)
-            continue
-        s = before_states[i]
-        sdtype = states[i].dtype if states else None
-        prec = cfg.precision(sdtype)
-        exact, bnd = model.expect(before[i], g, s.as_mapping(), hypers[i], s.step + 1, prec)
-        bounds.append(bnd)
-        exacts.append(exact)
-        got = {"theta": after[i]}
-        if states is not None:
-            got.update(states[i].as_mapping())
-        for name, value in got.items():
-            if name not in bnd:
-                continue
-            fmt = cfg.dtype if name == "theta" else (sdtype or cfg.dtype)
-            bad = compare(name, value, exact[name], bnd[name], fmt)
-            if bad:
-                mismatches.append((i, bad))
-    return StepOutcome(after, states, mismatches, bounds, exacts)
+    return judge_values(cfg, after, read_states(run, len(after)), before, before_states, grads,
+                        hypers, model)
 
 
 def failure(prop: str, cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[str, float]],
