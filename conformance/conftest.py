@@ -82,7 +82,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"conformance: impl={cfg.adapter.name} version={cfg.adapter.version}",
         f"conformance: device={cfg.device} dtype={cfg.dtype} precision={cfg.precision().label()}",
         f"conformance: rule={cfg.model.rule.name} conventions={cfg.model.convention.label()}",
-        f"conformance: hypothesis profile={profile} seed={seed if seed is not None else 'random'}",
+        f"conformance: hypothesis profile={profile} seed="
+        + (str(seed) if seed is not None
+           else "derandomized" if settings().derandomize else "random"),
     ]
 
 
