@@ -46,6 +46,12 @@ class Config:
         return bool(self.options(**{option: True}))
 
 
+def fail(message: str) -> None:
+    """Fail with the property's message (Hypothesis appends the falsifying example)."""
+    __tracebackhide__ = True
+    raise AssertionError(message)
+
+
 def guarded(what: str, fn: Callable[..., Any], *args: Any, timeout: float = 60.0) -> Any:
     """Call into the implementation: an exception or a hang becomes a readable failure."""
     # pytest leaves these frames out of failure reports: the user reads the implementation's

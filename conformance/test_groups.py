@@ -17,6 +17,7 @@ from conformance.drive import (
     bit_difference,
     can_replay,
     create,
+    fail,
     failure,
     judge_step,
     judge_values,
@@ -32,12 +33,6 @@ from conformance.judge import compare, format_hyper
 from conformance.strategies import hyperparameters, log_uniform, regimes, steps
 
 pytestmark = pytest.mark.catalogue("groups")
-
-
-def fail(message: str) -> None:
-    """Fail with the property's message (Hypothesis appends the falsifying example)."""
-    __tracebackhide__ = True
-    raise AssertionError(message)
 
 
 @st.composite
