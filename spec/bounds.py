@@ -81,6 +81,9 @@ class Bound:
     in_domain: np.ndarray
     #: |d output / d input| for the tensor inputs (theta, g, m, v, ...): propagates earlier errors.
     sensitivity: Mapping[str, np.ndarray] = field(default_factory=dict)
+    #: The output as this order evaluates it in float64 (None for a maximum over orders): with a
+    #: float64 precision profile, `value` bounds its distance from the exact result (spec.filter).
+    center: np.ndarray | None = None
 
     @staticmethod
     def maximum(bounds: Iterable[Bound]) -> Bound:
@@ -234,6 +237,13 @@ def _values(graph: _Graph, env: Mapping[sp.Symbol, np.ndarray]) -> dict[sp.Basic
     return val
 
 
+@cache
+def _condition_function(cond: sp.Basic) -> tuple[list[sp.Symbol], Any]:
+    # lambdify compiles Python source: once per condition, not once per element array.
+    syms = sorted(cond.free_symbols, key=str)
+    return syms, sp.lambdify(syms, cond, "numpy")
+
+
 def _conditions(x: sp.Piecewise, env: Mapping[sp.Symbol, np.ndarray]) -> list[np.ndarray]:
     """Which branch of a Piecewise each element takes (conditions are on exact scalars)."""
     taken: list[np.ndarray] = []
@@ -243,8 +253,7 @@ def _conditions(x: sp.Piecewise, env: Mapping[sp.Symbol, np.ndarray]) -> list[np
         if cond is sp.true:
             now = np.asarray(True)
         else:
-            syms = sorted(cond.free_symbols, key=str)
-            f = sp.lambdify(syms, cond, "numpy")
+            syms, f = _condition_function(cond)
             now = np.asarray(f(*[env[s] for s in syms]), dtype=bool)
         taken.append(np.logical_and(remaining, now))
         remaining = np.logical_and(remaining, np.logical_not(now))
@@ -428,7 +437,8 @@ def bound(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
         value = np.where(root_ok & np.isfinite(total), total * margin, np.inf)
         sens = {x.name: np.broadcast_to(np.abs(adj[x]), shape) * margin for x in adj
                 if isinstance(x, sp.Symbol) and not graph.nodes[x].scalar}
-        result[name] = Bound(value, root_ok & np.isfinite(total), sens)
+        result[name] = Bound(value, root_ok & np.isfinite(total), sens,
+                             np.broadcast_to(val[root], shape))
     return result
 
 
