@@ -275,7 +275,7 @@ def _partials(graph: _Graph, x: sp.Basic, val, env) -> list[np.ndarray]:
         if not c:
             return []
         if n.kind == "add":
-            return [np.float64(1.0)] * len(c)
+            return [_ONE] * len(c)
         if n.kind == "mul":
             k = len(c) - n.denominators
             out = []
@@ -307,12 +307,18 @@ def _partials(graph: _Graph, x: sp.Basic, val, env) -> list[np.ndarray]:
             return [first.astype(np.float64), (~first).astype(np.float64)]
         if n.kind == "select":
             return [m.astype(np.float64) for m in _conditions(x, env)]
-        return [np.float64(1.0)]  # store
+        return [_ONE]  # store
+
+
+#: The partial of add and store nodes: _mul_adjoint passes the adjoint through unchanged.
+_ONE = np.float64(1.0)
 
 
 def _mul_adjoint(adj: np.ndarray, partial: np.ndarray) -> np.ndarray:
     # A zero on either side means "no sensitivity", even against an infinite other side
     # (sqrt at an exact zero that no perturbation can reach).
+    if partial is _ONE:
+        return adj
     with np.errstate(invalid="ignore", over="ignore"):
         prod = adj * partial
     return np.where((adj == 0) | (partial == 0), 0.0, prod)
@@ -390,6 +396,11 @@ def bound(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
         count += 1
         worst_u = max(worst_u, prec.compute.u)
 
+    # Each rounding's error (k u |x| + eta / 2) once, not once per output it reaches.
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = [(x, rel, eta, np.where(mag == 0, 0.0, rel * mag + eta / 2), edges)
+                 for x, rel, eta, mag, edges in terms]
+
     # Domain: every intermediate finite and inside the range of the format it lives in.
     in_domain = np.ones(shape, dtype=bool)
     for x in graph.order:
@@ -442,6 +453,7 @@ def bound(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
     return result
 
 
+#: (node, relative budget, eta, error k u |x| + eta / 2, edges the error flows along or None).
 _Term = tuple[sp.Basic, float, float, np.ndarray, tuple[tuple[sp.Basic, int], ...] | None]
 
 
@@ -451,7 +463,7 @@ def _first_order(graph: _Graph, root: sp.Basic, partials, terms: list[_Term], sh
     if adj is None:
         adj = _adjoints(graph, root, partials)
     total = np.zeros(shape)
-    for x, rel, eta, mag, edges in terms:
+    for x, _rel, _eta, err, edges in terms:
         if edges is None:
             if x not in adj:
                 continue
@@ -462,7 +474,6 @@ def _first_order(graph: _Graph, root: sp.Basic, partials, terms: list[_Term], sh
                 continue
             a = np.abs(sum(along[1:], along[0]))
         with np.errstate(invalid="ignore", over="ignore"):
-            err = np.where(mag == 0, 0.0, rel * mag + eta / 2)
             total = total + np.where(err == 0, 0.0, err * a)
     return total
 
