@@ -1,25 +1,36 @@
-"""Wall time of the conformance suite: `python -m conformance.bench` writes reports/benchmarks.md.
+"""Speed of the conformance suite: `python -m conformance.bench` writes reports/benchmarks.md.
 
-Each run is a fresh `pytest conformance` process, as a CI gate runs it, so import time counts.
+Sections: wall time of a profile against torch's three paths (each a fresh `pytest conformance`
+process, as a CI gate runs it, so import time counts); throughput of the verdict for one AdamW
+step, raw (every element in mpmath) and through the float64 filter, with the share of elements
+that fall back to mpmath per regime; and, once the mutant zoo exists (`impl.mutants.ZOO`, entries
+with the `--impl` target and the catalogue id that kills it), each mutant's time to its first
+failure. Without a zoo that section says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import platform
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ("torch-loop", "torch-foreach", "torch-fused")
+HYPER = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2}
 
 
-def run(impl: str, dtype: str, profile: str) -> tuple[float, str]:
+def run(impl: str, dtype: str, profile: str, extra: tuple[str, ...] = ()) -> tuple[float, str]:
     cmd = [sys.executable, "-m", "pytest", "conformance", f"--impl={impl}", f"--dtype={dtype}",
-           f"--hypothesis-profile={profile}", "-q", "-p", "no:cacheprovider"]
+           f"--hypothesis-profile={profile}", "-q", "-p", "no:cacheprovider", *extra]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -27,37 +38,163 @@ def run(impl: str, dtype: str, profile: str) -> tuple[float, str]:
     return seconds, tail[-1].strip("= ") if tail else f"exit {proc.returncode}"
 
 
+def import_time() -> float:
+    """Seconds to import the plugin (torch, SymPy, Hypothesis included) in a fresh process."""
+    code = "import time; s = time.perf_counter(); import conformance.conftest; " \
+           "print(time.perf_counter() - s)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    return float(out.stdout.strip() or "nan")
+
+
+def _regimes(n: int, rng: np.random.Generator) -> dict[str, tuple]:
+    f32 = np.float32
+    normal = rng.standard_normal(n).astype(f32).astype(np.float64)
+    state = {"m": (normal * 0.1).astype(f32).astype(np.float64),
+             "v": (normal**2 * 0.01).astype(f32).astype(np.float64)}
+    tiny = np.ldexp(normal, -130).astype(f32).astype(np.float64)
+    return {
+        "normal, t=7": (normal, normal, state, HYPER, 7),
+        "fresh state, t=1": (normal, normal, {}, HYPER, 1),
+        "subnormal": (tiny, tiny, {"m": tiny, "v": np.abs(tiny)}, HYPER, 3),
+        "beta2 = 1 - 2^-40, t=2": (normal, normal, state, dict(HYPER, beta2=1 - 2.0**-40), 2),
+        "huge t = 2^40": (normal, normal, state, HYPER, 2**40),
+    }
+
+
+def _verdict(model: Any, prec: Any, inputs: tuple, mode: str) -> tuple[float, float, float]:
+    """(seconds of the whole verdict, seconds of its exact side alone, fallback share)."""
+    from conformance.judge import compare
+    from spec.formats import FLOAT32
+    from spec.rounding import round_array
+
+    theta, g, state, hyper, t = inputs
+    os.environ["CONFORMANCE_ORACLE"] = mode
+    start = time.perf_counter()
+    model.bounds(theta, g, state, hyper, t, prec)
+    bounds_s = time.perf_counter() - start
+    start = time.perf_counter()
+    exact, bnd = model.expect(theta, g, state, hyper, t, prec)
+    est = exact["theta"].estimate if mode == "filtered" else None
+    # got: a correct float32 implementation (the result rounded to float32), made outside the
+    # timing from the float64 estimate or the full mpmath result.
+    pause = time.perf_counter()
+    got = (est.value.astype(np.float32).astype(np.float64) if est is not None
+           else round_array(exact["theta"], FLOAT32))
+    share = 1.0
+    if est is not None:
+        inside, outside = est.decide(got, bnd["theta"].value)
+        share = float(np.mean(~(inside | outside)))
+    resume = time.perf_counter()
+    compare("theta", got, exact["theta"], bnd["theta"], "float32")
+    total = (pause - start) + (time.perf_counter() - resume)
+    return total, max(total - bounds_s, 1e-9), share
+
+
+def oracle_section(n_filtered: int, n_raw: int) -> list[str]:
+    from conformance.judge import Model
+    from spec.bounds import Precision
+    from spec.lazy_oracle import lazy_step
+
+    model, prec = Model(), Precision.of("float32")
+    rng = np.random.default_rng(0)
+    lines = ["## Oracle throughput (one AdamW step, float32, theta judged)", "",
+             "`raw`: every element through mpmath (`CONFORMANCE_ORACLE=exact`); `filtered`: the",
+             "float64 filter, mpmath only for the elements it cannot decide. `verdict` counts the",
+             "whole `Model.expect` + `compare` (bound engine included); `oracle` only the exact",
+             "side (mpmath evaluation or float64 estimate, and the comparison).", "",
+             "| path | elements | verdict el/s | oracle el/s | fallback share |",
+             "|---|---|---|---|---|"]
+    for mode, n in (("exact", n_raw), ("filtered", n_filtered)):
+        inputs = _regimes(n, rng)["normal, t=7"]
+        model.expect(np.ones(8), np.ones(8), {}, HYPER, 1, prec)  # warm the caches
+        total, oracle_s, share = _verdict(model, prec, inputs, mode)
+        label = "raw (mpmath)" if mode == "exact" else "filtered"
+        lines.append(f"| {label} | {n} | {n / total:,.0f} | {n / oracle_s:,.0f} | {share:.2%} |")
+        print(lines[-1], flush=True)
+    # The filter's own cost (float64 evaluation and its error bound) on many elements.
+    theta, g, state, hyper, t = _regimes(n_filtered, rng)["normal, t=7"]
+    start = time.perf_counter()
+    res = lazy_step(model.oracle, theta, g, state, hyper, t)
+    _ = res["theta"].estimate
+    est_s = time.perf_counter() - start
+    lines += ["", f"Float64 estimate with its error bound alone: {n_filtered / est_s:,.0f} "
+              "elements/s.", "", "### Fallback share per regime (filtered, float32)", "",
+              "| regime | elements | fallback to mpmath |", "|---|---|---|"]
+    for name, inputs in _regimes(4096, rng).items():
+        _, _, share = _verdict(model, prec, inputs, "filtered")
+        lines.append(f"| {name} | 4096 | {share:.2%} |")
+        print(lines[-1], flush=True)
+    os.environ.pop("CONFORMANCE_ORACLE", None)
+    return lines + [""]
+
+
+def zoo_section(profile: str) -> list[str]:
+    """Time to first failure per mutant: its killing property alone, fresh process, `-x`."""
+    try:
+        mutants = importlib.import_module("impl.mutants")
+    except ImportError:
+        mutants = None
+    zoo = getattr(mutants, "ZOO", None)
+    lines = ["## Time to first failure per mutant", ""]
+    if not zoo:
+        return lines + ["Not measured: `impl.mutants.ZOO` (the mutant registry) does not exist",
+                        "in this checkout yet; this section fills in once it does.", ""]
+    lines += ["| mutant | killed by | seconds | result |", "|---|---|---|---|"]
+    entries = zoo.values() if isinstance(zoo, dict) else zoo
+    for entry in entries:
+        impl = getattr(entry, "impl", None) or getattr(entry, "target", None)
+        kill = getattr(entry, "kills", None) or getattr(entry, "catalogue_id", None)
+        if impl is None or kill is None:
+            continue
+        kill = kill if isinstance(kill, str) else next(iter(kill))
+        family, name = kill.split(".", 1)
+        extra = ("-x", f"conformance/test_{family}.py", "-k", name)
+        seconds, summary = run(impl, "float32", profile, extra)
+        lines.append(f"| `{impl}` | `{kill}` | {seconds:.1f} | {summary} |")
+        print(lines[-1], flush=True)
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", default="ci")
+    parser.add_argument("--profiles", default="ci", help="comma-separated, e.g. ci,dev")
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--elements", type=int, default=200_000,
+                        help="elements for the filtered throughput (raw uses 1/100 of them)")
+    parser.add_argument("--note", default="", help="a line about the machine's load")
     parser.add_argument("--out", default=str(ROOT / "reports" / "benchmarks.md"))
     args = parser.parse_args(argv)
     import torch
 
     rows = []
-    for dtype in args.dtypes.split(","):
-        for impl in TARGETS:
-            seconds, summary = run(impl, dtype, args.profile)
-            rows.append(f"| `{impl}` | {dtype} | {args.profile} | {seconds:.1f} | {summary} |")
-            print(rows[-1], flush=True)
-    text = "\n".join([
-        "# Benchmarks",
-        "",
-        "Wall time of `pytest conformance --impl=IMPL --dtype=DTYPE --hypothesis-profile=PROFILE`",
-        "in a fresh process (import time included), written by `python -m conformance.bench`.",
-        "",
-        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{__import__('os').cpu_count()} cores.",
-        "",
-        "| impl | dtype | profile | seconds | result |",
-        "|---|---|---|---|---|",
-        *rows,
-        "",
-    ])
+    for profile in args.profiles.split(","):
+        for dtype in args.dtypes.split(","):
+            for impl in TARGETS:
+                seconds, summary = run(impl, dtype, profile)
+                m = re.search(r"(\d+) passed", summary)
+                examples = {"ci": 8, "dev": 25, "thorough": 300}.get(profile, 0)
+                rate = (f"{int(m.group(1)) * examples / seconds:.0f}" if m and examples
+                        else "n/a")
+                rows.append(f"| `{impl}` | {dtype} | {profile} | {seconds:.1f} | {rate} | "
+                            f"{summary} |")
+                print(rows[-1], flush=True)
+    text = [
+        "# Benchmarks", "",
+        "Written by `python -m conformance.bench`. " + args.note, "",
+        f"Machine: {platform.machine()}, Python {platform.python_version()}, torch "
+        f"{torch.__version__}, {os.cpu_count()} cores.", "",
+        "## Wall time of the suite", "",
+        "`pytest conformance --impl=IMPL --dtype=DTYPE --hypothesis-profile=PROFILE` in a fresh",
+        "process (import time included). Examples/s: passed tests x the profile's examples per",
+        "test, over the wall time (an upper estimate: some tests draw fewer).", "",
+        f"Import of the plugin (torch, SymPy, Hypothesis): {import_time():.1f} s.", "",
+        "| impl | dtype | profile | seconds | examples/s | result |", "|---|---|---|---|---|---|",
+        *rows, "",
+        *oracle_section(args.elements, max(args.elements // 100, 200)),
+        *zoo_section("ci"),
+    ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    Path(args.out).write_text("\n".join(text))
     print(f"wrote {args.out}")
     return 0
 

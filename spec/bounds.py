@@ -81,6 +81,9 @@ class Bound:
     in_domain: np.ndarray
     #: |d output / d input| for the tensor inputs (theta, g, m, v, ...): propagates earlier errors.
     sensitivity: Mapping[str, np.ndarray] = field(default_factory=dict)
+    #: The output as this order evaluates it in float64 (None for a maximum over orders): with a
+    #: float64 precision profile, `value` bounds its distance from the exact result (spec.filter).
+    center: np.ndarray | None = None
 
     @staticmethod
     def maximum(bounds: Iterable[Bound]) -> Bound:
@@ -234,6 +237,13 @@ def _values(graph: _Graph, env: Mapping[sp.Symbol, np.ndarray]) -> dict[sp.Basic
     return val
 
 
+@cache
+def _condition_function(cond: sp.Basic) -> tuple[list[sp.Symbol], Any]:
+    # lambdify compiles Python source: once per condition, not once per element array.
+    syms = sorted(cond.free_symbols, key=str)
+    return syms, sp.lambdify(syms, cond, "numpy")
+
+
 def _conditions(x: sp.Piecewise, env: Mapping[sp.Symbol, np.ndarray]) -> list[np.ndarray]:
     """Which branch of a Piecewise each element takes (conditions are on exact scalars)."""
     taken: list[np.ndarray] = []
@@ -243,8 +253,7 @@ def _conditions(x: sp.Piecewise, env: Mapping[sp.Symbol, np.ndarray]) -> list[np
         if cond is sp.true:
             now = np.asarray(True)
         else:
-            syms = sorted(cond.free_symbols, key=str)
-            f = sp.lambdify(syms, cond, "numpy")
+            syms, f = _condition_function(cond)
             now = np.asarray(f(*[env[s] for s in syms]), dtype=bool)
         taken.append(np.logical_and(remaining, now))
         remaining = np.logical_and(remaining, np.logical_not(now))
@@ -266,7 +275,7 @@ def _partials(graph: _Graph, x: sp.Basic, val, env) -> list[np.ndarray]:
         if not c:
             return []
         if n.kind == "add":
-            return [np.float64(1.0)] * len(c)
+            return [_ONE] * len(c)
         if n.kind == "mul":
             k = len(c) - n.denominators
             out = []
@@ -298,12 +307,18 @@ def _partials(graph: _Graph, x: sp.Basic, val, env) -> list[np.ndarray]:
             return [first.astype(np.float64), (~first).astype(np.float64)]
         if n.kind == "select":
             return [m.astype(np.float64) for m in _conditions(x, env)]
-        return [np.float64(1.0)]  # store
+        return [_ONE]  # store
+
+
+#: The partial of add and store nodes: _mul_adjoint passes the adjoint through unchanged.
+_ONE = np.float64(1.0)
 
 
 def _mul_adjoint(adj: np.ndarray, partial: np.ndarray) -> np.ndarray:
     # A zero on either side means "no sensitivity", even against an infinite other side
     # (sqrt at an exact zero that no perturbation can reach).
+    if partial is _ONE:
+        return adj
     with np.errstate(invalid="ignore", over="ignore"):
         prod = adj * partial
     return np.where((adj == 0) | (partial == 0), 0.0, prod)
@@ -381,6 +396,11 @@ def bound(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
         count += 1
         worst_u = max(worst_u, prec.compute.u)
 
+    # Each rounding's error (k u |x| + eta / 2) once, not once per output it reaches.
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = [(x, rel, eta, np.where(mag == 0, 0.0, rel * mag + eta / 2), edges)
+                 for x, rel, eta, mag, edges in terms]
+
     # Domain: every intermediate finite and inside the range of the format it lives in.
     in_domain = np.ones(shape, dtype=bool)
     for x in graph.order:
@@ -428,10 +448,12 @@ def bound(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
         value = np.where(root_ok & np.isfinite(total), total * margin, np.inf)
         sens = {x.name: np.broadcast_to(np.abs(adj[x]), shape) * margin for x in adj
                 if isinstance(x, sp.Symbol) and not graph.nodes[x].scalar}
-        result[name] = Bound(value, root_ok & np.isfinite(total), sens)
+        result[name] = Bound(value, root_ok & np.isfinite(total), sens,
+                             np.broadcast_to(val[root], shape))
     return result
 
 
+#: (node, relative budget, eta, error k u |x| + eta / 2, edges the error flows along or None).
 _Term = tuple[sp.Basic, float, float, np.ndarray, tuple[tuple[sp.Basic, int], ...] | None]
 
 
@@ -441,7 +463,7 @@ def _first_order(graph: _Graph, root: sp.Basic, partials, terms: list[_Term], sh
     if adj is None:
         adj = _adjoints(graph, root, partials)
     total = np.zeros(shape)
-    for x, rel, eta, mag, edges in terms:
+    for x, _rel, _eta, err, edges in terms:
         if edges is None:
             if x not in adj:
                 continue
@@ -452,7 +474,6 @@ def _first_order(graph: _Graph, root: sp.Basic, partials, terms: list[_Term], sh
                 continue
             a = np.abs(sum(along[1:], along[0]))
         with np.errstate(invalid="ignore", over="ignore"):
-            err = np.where(mag == 0, 0.0, rel * mag + eta / 2)
             total = total + np.where(err == 0, 0.0, err * a)
     return total
 

@@ -56,12 +56,22 @@ class Oracle:
         self.prec = prec
 
     @cached_property
-    def _function(self):
+    def _scalar(self):
         exprs = [self.rule.update[name] for name in self.rule.outputs]
         # The mpmath printer maps sqrt, Max, Piecewise to mpmath or plain Python; the expressions
         # are evaluated at whatever mp.prec is in force when the function runs.
-        f = sp.lambdify(self.rule.inputs, exprs, modules=["mpmath", {"Max": max}])
+        return sp.lambdify(self.rule.inputs, exprs, modules=["mpmath", {"Max": max}])
+
+    @cached_property
+    def _function(self):
+        f = self._scalar
         return np.frompyfunc(lambda *a: tuple(f(*a)), len(self.rule.inputs), 1)
+
+    def element(self, args: Sequence[Any]) -> tuple[mpmath.mpf, ...]:
+        """Every output at one element: `args` are its inputs (mpf or int), in `rule.inputs`
+        order. What the filtered verdict (spec.lazy_oracle) asks for where float64 cannot decide."""
+        with mpmath.workprec(self.prec):
+            return tuple(self._scalar(*args))
 
     def _arguments(self, params, grad, state, hyper, t) -> list[Any]:
         defaults = dict(self.rule.defaults)

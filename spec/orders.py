@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 import sympy as sp
 
@@ -42,8 +42,12 @@ class Order:
         return f"Order({self.name!r})"
 
 
+@cache
 def straightforward(rule: Rule) -> Order:
-    """The rule as written in the spec, every intermediate kept in the compute format."""
+    """The rule as written in the spec, every intermediate kept in the compute format.
+
+    Orders are cached (here and in `adamw_orders`) so that their trees, and the bound engine's
+    graphs keyed by them, are built once per rule rather than once per judged step."""
     return Order("straightforward", rule.build, FLOAT64, "the spec's own order")
 
 
@@ -151,6 +155,7 @@ def fused(amsgrad: bool = False) -> Order:
                  "fused kernel: opmath intermediates, double scalars, stores only at the end")
 
 
+@cache
 def adamw_orders(rule: Rule, convention: Convention = DEFAULT,
                  compute: Format = FLOAT32) -> tuple[Order, ...]:
     """The orders a bound for `rule` (an AdamW) takes the maximum over, for `compute` precision.
