@@ -12,6 +12,20 @@ import torch
 from impl.reference.optimizer import ReferenceAdamW
 
 
+class CoupledDecay(ReferenceAdamW):
+    """Adam+L2 offered as AdamW: weight_decay * theta is added to the gradient and there is no
+    decoupled decay, so the decay goes through the moments and is divided by sqrt(vh) + eps
+    (torch.optim.Adam's weight_decay, the bug AdamW was written to fix). Killed by
+    decouple.moments (and decouple.decay_only, decouple.uniform)."""
+
+    def gradient(self, p: torch.Tensor, group: dict) -> torch.Tensor | None:
+        g = super().gradient(p, group)
+        return None if g is None else g + group["weight_decay"] * p.to(g.dtype)
+
+    def decay(self, x: torch.Tensor, group: dict) -> torch.Tensor:
+        return x
+
+
 class L2InGradient(ReferenceAdamW):
     """Adds weight_decay * theta to the gradient (Adam+L2's coupling) on top of the decoupled
     decay, as code that "also" regularises through the loss gradient does: the moments see the
@@ -55,5 +69,5 @@ class DecayInNumerator(ReferenceAdamW):
         return theta - lr * (m / (1 - beta1**t) + wd * theta) / denom
 
 
-MUTANTS = {"L2InGradient": L2InGradient, "DecayWithoutLR": DecayWithoutLR,
-           "DecayedMoments": DecayedMoments, "DecayInNumerator": DecayInNumerator}
+MUTANTS = {"CoupledDecay": CoupledDecay, "L2InGradient": L2InGradient,
+           "DecayWithoutLR": DecayWithoutLR, "DecayedMoments": DecayedMoments, "DecayInNumerator": DecayInNumerator}

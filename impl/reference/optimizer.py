@@ -51,7 +51,7 @@ class ReferenceAdamW(torch.optim.Optimizer):
         return {"step": 0, "exp_avg": torch.zeros_like(p, dtype=dtype),
                 "exp_avg_sq": torch.zeros_like(p, dtype=dtype)}
 
-    def advance(self, state: dict) -> int:
+    def advance(self, state: dict, group: dict) -> int:
         state["step"] += 1
         return state["step"]
 
@@ -107,7 +107,7 @@ class ReferenceAdamW(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state.update(self.init_state(p))
-                t = self.advance(state)
+                t = self.advance(state, group)
                 x = self.decay(p.to(self.compute_dtype(p)), group)
                 m, v = self.moments(state, g, group)
                 denom = self.denominator(state, v, t, group)
