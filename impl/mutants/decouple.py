@@ -70,4 +70,5 @@ class DecayInNumerator(ReferenceAdamW):
 
 
 MUTANTS = {"CoupledDecay": CoupledDecay, "L2InGradient": L2InGradient,
-           "DecayWithoutLR": DecayWithoutLR, "DecayedMoments": DecayedMoments, "DecayInNumerator": DecayInNumerator}
+           "DecayWithoutLR": DecayWithoutLR, "DecayedMoments": DecayedMoments,
+           "DecayInNumerator": DecayInNumerator}
