@@ -2,7 +2,7 @@
 
 Each subclasses the reference optimizer and overrides the one piece that carries the defect; the
 decouple.* properties must kill every one (torch.optim.Adam with weight_decay > 0, the real
-Adam+L2, is checked the same way in tests/test_kills_decouple.py).
+Adam+L2, is in the zoo too: impl.mutants.ZOO, tests/test_kill_matrix.py).
 """
 
 from __future__ import annotations
