@@ -22,6 +22,10 @@ _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filte
 settings.register_profile("ci", max_examples=8, derandomize=True, deadline=None,
                           suppress_health_check=_SUPPRESS, print_blob=True,
                           phases=[Phase.explicit, Phase.reuse, Phase.generate])
+# sweep: the ci gate's examples and phases, but drawn from --hypothesis-seed, so that a seed
+# sweep (the false-alarm sweep of `python -m conformance.detection`) sees different examples.
+settings.register_profile("sweep", parent=settings.get_profile("ci"), derandomize=False,
+                          database=None)
 settings.register_profile("dev", max_examples=25, deadline=None,
                           suppress_health_check=_SUPPRESS, print_blob=True)
 settings.register_profile("thorough", max_examples=300, deadline=None,

@@ -15,6 +15,7 @@ from typing import Any
 import mpmath
 import numpy as np
 
+from conformance import record
 from spec import registry
 from spec.bounds import Bound, Precision, environment, max_over_orders
 from spec.conventions import Convention
@@ -108,6 +109,7 @@ def compare(output: str, got: np.ndarray, exact: np.ndarray, bound: Bound,
         return _compare_filtered(output, got, exact, bound, fmt)
     bad = np.zeros(got.shape, dtype=bool)
     ratio = np.zeros(got.shape)
+    watching, seen = record.active(), 0.0
     for idx in np.ndindex(got.shape):
         if not bound.in_domain[idx] if bound.in_domain.shape else not bound.in_domain:
             continue
@@ -117,9 +119,13 @@ def compare(output: str, got: np.ndarray, exact: np.ndarray, bound: Bound,
             continue
         err = abs(mpmath.mpf(got[idx]) - e)
         b = np.broadcast_to(bound.value, got.shape)[idx]
+        if watching:
+            seen = max(seen, float(err / b) if b > 0 else (0.0 if err == 0 else np.inf))
         if err > b:
             bad[idx] = True
             ratio[idx] = float(err / b) if b > 0 else np.inf
+    if watching:
+        record.observe(output, float(np.max(ratio)) if bad.any() else seen)
     if not bad.any():
         return None
     worst = np.unravel_index(int(np.argmax(np.where(bad, ratio, -1.0))), got.shape)

@@ -57,7 +57,8 @@ class ForeignAdamW(torch.optim.Optimizer):
 
 class ForeignUncoupledDecay(ForeignAdamW):
     """The same unknown optimizer with one defect: it decays by weight_decay alone, not by
-    lr * weight_decay. Its state cannot be replayed, yet the suite must still reject it."""
+    lr * weight_decay. Its state cannot be replayed, yet the suite must still reject it.
+    Killed by decouple.decay_only."""
 
     def decay_factor(self, lr: float, wd: float) -> float:
         return 1 - wd

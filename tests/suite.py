@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,8 @@ class Outcome:
     rc: int
     results: dict[str, str] = field(default_factory=dict)  # nodeid -> passed/failed/skipped
     messages: dict[str, str] = field(default_factory=dict)  # nodeid -> failure text
+    seconds: dict[str, float] = field(default_factory=dict)  # nodeid -> duration of the call
+    examples: dict[str, int] = field(default_factory=dict)  # nodeid -> Hypothesis test cases run
 
     def failed(self) -> list[str]:
         return [k for k, v in self.results.items() if v == "failed"]
@@ -30,6 +33,13 @@ class _Collector:
         self.outcome = outcome
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            self.outcome.seconds[report.nodeid] = report.duration
+        # Hypothesis' pytest plugin leaves its statistics text on the teardown report.
+        stats = report.__dict__.get("_hypothesis_stats")
+        if stats:
+            self.outcome.examples[report.nodeid] = sum(
+                int(a) + int(b) for a, b in re.findall(r"(\d+) passing, (\d+) failing", stats))
         if report.when == "call" or report.outcome != "passed":
             if report.nodeid in self.outcome.results and report.when != "call":
                 return

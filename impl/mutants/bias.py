@@ -22,6 +22,15 @@ class NoBiasCorrection(ReferenceAdamW):
         return x - group["lr"] * m / denom
 
 
+class NoSecondMomentCorrection(ReferenceAdamW):
+    """Partial bias correction: m is corrected, v is used raw (sqrt(v) + eps instead of
+    sqrt(v / (1-b2^t)) + eps), so the early steps are up to 1/sqrt(1-b2) times too long.
+    Killed by bias.step_one."""
+
+    def denominator(self, state: dict, v: torch.Tensor, t: int, group: dict) -> torch.Tensor:
+        return v.sqrt() + group["eps"]
+
+
 class CounterStartsAtOne(ReferenceAdamW):
     """Off by one: the counter is initialised to 1 and advanced before use, so the first step is
     bias-corrected as t=2. Killed by bias.step_one."""
@@ -31,15 +40,21 @@ class CounterStartsAtOne(ReferenceAdamW):
 
 
 class AdvancesWithoutGradient(ReferenceAdamW):
-    """Treats a missing gradient as a zero gradient (as an implementation that zero-fills
-    `p.grad` does): a parameter without gradient still steps, so its counter advances and its
-    first real gradient is bias-corrected at t = k+1 instead of 1. Killed by bias.counter
-    (late start, default 'parameter' counter)."""
+    """Advances every parameter's counter on every step() call, gradient or not (state created
+    for all parameters up front, the counter bumped in a loop over all of them), while the
+    update itself still skips parameters without a gradient: a parameter's first real gradient
+    is then bias-corrected at t = k+1 instead of 1. Killed by bias.counter (late start, default
+    'parameter' counter)."""
 
-    def gradient(self, p: torch.Tensor, group: dict) -> torch.Tensor | None:
-        if p.grad is None:
-            return torch.zeros_like(p, dtype=self.compute_dtype(p))
-        return super().gradient(p, group)
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    state = self.state[p]
+                    if not state:
+                        state.update(self.init_state(p))
+                    self.advance(state, group)
+        return super().step(closure)
 
 
 class GlobalCounter(ReferenceAdamW):
@@ -51,12 +66,28 @@ class GlobalCounter(ReferenceAdamW):
 
     _calls = 0
 
-    def advance(self, state: dict) -> int:
+    def advance(self, state: dict, group: dict) -> int:
         state["step"] = self._calls
         return state["step"]
 
     def step(self, closure: Any = None) -> Any:
         self._calls += 1
+        return super().step(closure)
+
+
+class GroupCounter(ReferenceAdamW):
+    """One counter per parameter group, advanced once per step() call (the group's own count, as
+    some sharded optimizers keep it), where the spec's default counts per parameter: a parameter
+    that first gets a gradient at call k+1 is corrected at t = k+1. Killed by bias.counter (late
+    start); passes it under --conventions=counter=group."""
+
+    def advance(self, state: dict, group: dict) -> int:
+        state["step"] = group["step"]
+        return state["step"]
+
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            group["step"] = group.get("step", 0) + 1
         return super().step(closure)
 
 
@@ -66,7 +97,7 @@ class _LowPrecisionCounter(ReferenceAdamW):
 
     counter_dtype = torch.bfloat16
 
-    def advance(self, state: dict) -> int:
+    def advance(self, state: dict, group: dict) -> int:
         step = torch.as_tensor(state["step"], dtype=self.counter_dtype)
         state["step"] = step + 1
         return int(state["step"].item())
@@ -86,6 +117,6 @@ class Float16Counter(_LowPrecisionCounter):
     counter_dtype = torch.float16
 
 
-MUTANTS = {c.__name__: c for c in (NoBiasCorrection, CounterStartsAtOne,
-                                     AdvancesWithoutGradient, GlobalCounter, Bfloat16Counter,
-                                     Float16Counter)}
+MUTANTS = {c.__name__: c for c in (NoBiasCorrection, NoSecondMomentCorrection,
+                                     CounterStartsAtOne, AdvancesWithoutGradient, GlobalCounter,
+                                     GroupCounter, Bfloat16Counter, Float16Counter)}

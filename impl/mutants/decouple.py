@@ -2,7 +2,7 @@
 
 Each subclasses the reference optimizer and overrides the one piece that carries the defect; the
 decouple.* properties must kill every one (torch.optim.Adam with weight_decay > 0, the real
-Adam+L2, is checked the same way in tests/test_kills_decouple.py).
+Adam+L2, is in the zoo too: impl.mutants.ZOO, tests/test_kill_matrix.py).
 """
 
 from __future__ import annotations
@@ -10,6 +10,20 @@ from __future__ import annotations
 import torch
 
 from impl.reference.optimizer import ReferenceAdamW
+
+
+class CoupledDecay(ReferenceAdamW):
+    """Adam+L2 offered as AdamW: weight_decay * theta is added to the gradient and there is no
+    decoupled decay, so the decay goes through the moments and is divided by sqrt(vh) + eps
+    (torch.optim.Adam's weight_decay, the bug AdamW was written to fix). Killed by
+    decouple.moments (and decouple.decay_only, decouple.uniform)."""
+
+    def gradient(self, p: torch.Tensor, group: dict) -> torch.Tensor | None:
+        g = super().gradient(p, group)
+        return None if g is None else g + group["weight_decay"] * p.to(g.dtype)
+
+    def decay(self, x: torch.Tensor, group: dict) -> torch.Tensor:
+        return x
 
 
 class L2InGradient(ReferenceAdamW):
@@ -55,5 +69,6 @@ class DecayInNumerator(ReferenceAdamW):
         return theta - lr * (m / (1 - beta1**t) + wd * theta) / denom
 
 
-MUTANTS = {"L2InGradient": L2InGradient, "DecayWithoutLR": DecayWithoutLR,
-           "DecayedMoments": DecayedMoments, "DecayInNumerator": DecayInNumerator}
+MUTANTS = {"CoupledDecay": CoupledDecay, "L2InGradient": L2InGradient,
+           "DecayWithoutLR": DecayWithoutLR, "DecayedMoments": DecayedMoments,
+           "DecayInNumerator": DecayInNumerator}

@@ -18,14 +18,16 @@ from impl.reference.adamw_kernel import AdamWMath, Kernel, make_kernel
 
 
 class EpsInsideSqrt(AdamWMath):
-    """Defect: eps inside the square root, sqrt(vh + eps) instead of sqrt(vh) + eps."""
+    """Defect: eps inside the square root, sqrt(vh + eps) instead of sqrt(vh) + eps.
+    Killed by scale.power_of_two."""
 
     def denominator(self, exp_avg_sq: Tensor, bias_correction2: float, eps: float) -> Tensor:
         return (exp_avg_sq / bias_correction2 + eps).sqrt()
 
 
 class NoBiasCorrection(AdamWMath):
-    """Defect: no bias correction, m and v used raw (1 - beta^t taken as 1)."""
+    """Defect: no bias correction, m and v used raw (1 - beta^t taken as 1). Killed by
+    bias.step_one."""
 
     def bias_corrections(self, beta1: float, beta2: float, step: float) -> tuple[float, float]:
         return 1.0, 1.0
@@ -33,14 +35,14 @@ class NoBiasCorrection(AdamWMath):
 
 class DecayAfterUpdate(AdamWMath):
     """Defect: weight decay applied after the Adam step, to the updated parameter:
-    (theta - update) (1 - lr wd) instead of theta (1 - lr wd) - update."""
+    (theta - update) (1 - lr wd) instead of theta (1 - lr wd) - update. Killed by bias.step_one."""
 
     def apply(self, param: Tensor, update: Tensor, lr: float, weight_decay: float) -> Tensor:
         return self.decay(param - update, lr, weight_decay)
 
 
 class EpsDoubled(AdamWMath):
-    """Defect: eps doubled, sqrt(vh) + 2 eps."""
+    """Defect: eps doubled, sqrt(vh) + 2 eps. Killed by bias.step_one."""
 
     def denominator(self, exp_avg_sq: Tensor, bias_correction2: float, eps: float) -> Tensor:
         return super().denominator(exp_avg_sq, bias_correction2, 2 * eps)

@@ -7,6 +7,8 @@ groups.* properties must kill every one.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from impl.reference.optimizer import ReferenceAdamW
@@ -40,6 +42,21 @@ class NoneAsZero(ReferenceAdamW):
         return super().gradient(p, group)
 
 
+class DecaysWithoutGradient(ReferenceAdamW):
+    """Applies the weight decay in its own loop over every parameter of the group, gradient or
+    not (the decay written as a separate pass before the Adam update): a parameter whose grad is
+    None is still shrunk, although it gets no state and no Adam step. Killed by
+    groups.none_grad."""
+
+    def step(self, closure: Any = None) -> Any:
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        p.copy_(self.decay(p.to(self.compute_dtype(p)), group))
+        return super().step(closure)
+
+
 class SkipsZeroGradient(ReferenceAdamW):
     """Skips a parameter whose gradient is all zeros as if it had none (a "nothing to do"
     shortcut): no decay, no moment decay, no counter advance. Killed by groups.none_grad."""
@@ -54,12 +71,13 @@ class SharedCounter(ReferenceAdamW):
     parameter's bias correction depends on how many were updated before it. Killed by
     groups.order."""
 
-    def advance(self, state: dict) -> int:
+    def advance(self, state: dict, group: dict) -> int:
         self.updates = getattr(self, "updates", 0) + 1
         state["step"] = self.updates
         return self.updates
 
 
 MUTANTS = {"DefaultWeightDecay": DefaultWeightDecay, "DefaultLR": DefaultLR,
-           "NoneAsZero": NoneAsZero, "SkipsZeroGradient": SkipsZeroGradient,
+           "NoneAsZero": NoneAsZero, "DecaysWithoutGradient": DecaysWithoutGradient,
+           "SkipsZeroGradient": SkipsZeroGradient,
            "SharedCounter": SharedCounter}

@@ -51,7 +51,7 @@ class ReferenceAdamW(torch.optim.Optimizer):
         return {"step": 0, "exp_avg": torch.zeros_like(p, dtype=dtype),
                 "exp_avg_sq": torch.zeros_like(p, dtype=dtype)}
 
-    def advance(self, state: dict) -> int:
+    def advance(self, state: dict, group: dict) -> int:
         state["step"] += 1
         return state["step"]
 
@@ -64,12 +64,16 @@ class ReferenceAdamW(torch.optim.Optimizer):
         v = state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
         return m, v
 
+    def second_moment_used(self, state: dict, v: torch.Tensor, group: dict) -> torch.Tensor:
+        """The v the denominator uses: v, or with amsgrad the running maximum of v."""
+        if not group["amsgrad"]:
+            return v
+        vmax = state.setdefault("max_exp_avg_sq", torch.zeros_like(v))
+        torch.maximum(vmax, v, out=vmax)
+        return vmax
+
     def denominator(self, state: dict, v: torch.Tensor, t: int, group: dict) -> torch.Tensor:
         beta2 = group["betas"][1]
-        if group["amsgrad"]:
-            vmax = state.setdefault("max_exp_avg_sq", torch.zeros_like(v))
-            torch.maximum(vmax, v, out=vmax)
-            v = vmax
         return (v / (1 - beta2**t)).sqrt() + group["eps"]
 
     def update(self, x: torch.Tensor, m: torch.Tensor, denom: torch.Tensor, t: int,
@@ -107,9 +111,10 @@ class ReferenceAdamW(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state.update(self.init_state(p))
-                t = self.advance(state)
+                t = self.advance(state, group)
                 x = self.decay(p.to(self.compute_dtype(p)), group)
                 m, v = self.moments(state, g, group)
-                denom = self.denominator(state, v, t, group)
+                denom = self.denominator(state, self.second_moment_used(state, v, group), t,
+                                         group)
                 p.copy_(self.update(x, m, denom, t, group))
         return loss
