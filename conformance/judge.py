@@ -15,6 +15,7 @@ from typing import Any
 import mpmath
 import numpy as np
 
+from conformance import record
 from spec import registry
 from spec.bounds import Bound, Precision, environment, max_over_orders
 from spec.conventions import Convention
@@ -95,6 +96,8 @@ def compare(output: str, got: np.ndarray, exact: np.ndarray, bound: Bound,
     got = np.asarray(got, dtype=np.float64)
     if got.size == 0:
         return None
+    if record.active():  # --report: every verdict's err/bound, nothing when no report is written
+        record.note(output, ratios(got, exact, bound))
     bad = np.zeros(got.shape, dtype=bool)
     ratio = np.zeros(got.shape)
     for idx in np.ndindex(got.shape):

@@ -1,0 +1,102 @@
+"""Recording err/bound of every verdict, for `--report`: off (and free) unless a report is written.
+
+`judge.compare` calls `note` with the output name and the per-element err/bound it judged; the
+plugin says which test is running (`current`). Diagnostics that judge against a hypothesis the
+verdict rejected (which group's lr explains a result, which compute precision fits) run inside
+`suspended()`, so that a report shows what the verdicts saw, not what the diagnosis tried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Recorder:
+    """err/bound samples per (catalogue id, output), in the order the verdicts made them."""
+
+    samples: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
+    test: str = ""  # catalogue id of the test now running ("" between tests)
+    paused: int = 0
+
+    def add(self, output: str, ratios: np.ndarray) -> None:
+        if self.paused or not self.test:
+            return
+        values = np.asarray(ratios, dtype=np.float64).reshape(-1)
+        self.samples.setdefault((self.test, output), []).append(values)
+
+    def ratios(self, test: str, output: str) -> np.ndarray:
+        """Every recorded err/bound of one output of one property (nan: not judged)."""
+        parts = self.samples.get((test, output), [])
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def outputs(self, test: str) -> list[str]:
+        return sorted({o for t, o in self.samples if t == test})
+
+
+_active: Recorder | None = None
+
+
+def active() -> bool:
+    """Whether a report is being recorded: the one check a verdict pays when none is."""
+    return _active is not None
+
+
+def note(output: str, ratios: np.ndarray) -> None:
+    if _active is not None:
+        _active.add(output, ratios)
+
+
+def start() -> Recorder:
+    """Record every verdict from now on (the plugin starts it when --report is given)."""
+    global _active
+    _active = Recorder()
+    return _active
+
+
+def stop() -> None:
+    global _active
+    _active = None
+
+
+@contextmanager
+def recording() -> Iterator[Recorder]:
+    """Record every verdict made inside the block."""
+    global _active
+    previous, _active = _active, Recorder()
+    try:
+        yield _active
+    finally:
+        _active = previous
+
+
+@contextmanager
+def current(test: str) -> Iterator[None]:
+    """Attribute what is recorded inside the block to catalogue id `test`."""
+    if _active is None:
+        yield
+        return
+    recorder, previous = _active, _active.test
+    recorder.test = test
+    try:
+        yield
+    finally:
+        recorder.test = previous
+
+
+@contextmanager
+def suspended() -> Iterator[None]:
+    """Judgements inside the block are diagnoses, not verdicts: not recorded."""
+    recorder = _active
+    if recorder is None:
+        yield
+        return
+    recorder.paused += 1
+    try:
+        yield
+    finally:
+        recorder.paused -= 1
