@@ -124,7 +124,7 @@ class ReportPlugin:
         outcome = yield
         rep = outcome.get_result()
         entry = self.tests.setdefault(rep.nodeid, {
-            "id": rep.nodeid, "catalogue": self.catalogue_id(item), "outcome": "passed",
+            "id": rep.nodeid, "catalogue": self.catalogue_id(item), "outcome": None,
             "message": None, "detail": None})
         if call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
             exc = _leaf(call.excinfo.value)
@@ -145,10 +145,12 @@ class ReportPlugin:
             entry["message"] = str(reason).removeprefix("Skipped: ")
         elif report.failed:
             outcome = "failed" if report.when == "call" else "error"
+        elif report.when == "call":
+            outcome = "passed"
         else:
             return
-        # the worst phase wins: a teardown error after a failed call is still a failure
-        if OUTCOMES.index(outcome) < OUTCOMES.index(entry["outcome"]):
+        # the worst phase wins: a teardown error after a passed call is still an error
+        if entry["outcome"] is None or OUTCOMES.index(outcome) < OUTCOMES.index(entry["outcome"]):
             entry["outcome"] = outcome
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -167,6 +169,8 @@ class ReportPlugin:
         seed = self.config.getoption("hypothesis_seed", None)
         profile = settings._current_profile  # noqa: SLF001 - the name is only shown
         tests = sorted(self.tests.values(), key=lambda t: t["id"])
+        for t in tests:  # a test that reported no phase at all (interrupted) did not run clean
+            t["outcome"] = t["outcome"] or "error"
         properties: dict[str, dict[str, Any]] = {}
         for t in tests:
             prop = properties.setdefault(t["catalogue"], {"tests": {}, "outputs": {}})
