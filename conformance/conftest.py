@@ -54,6 +54,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "# comments allowed")
     group.addoption("--impl-timeout", type=float, default=60.0,
                     help="seconds one call into the implementation may take (default 60)")
+    group.addoption("--report", default=None, metavar="NAME",
+                    help="after the run, write an audit report to REPORT_DIR/NAME/ (report.md, "
+                         "report.json, report.html, plots/)")
+    group.addoption("--report-dir", default=None,
+                    help="where --report writes (default: reports/ under the rootdir)")
 
 
 def _config(config: pytest.Config) -> Config:
@@ -76,6 +81,25 @@ def _config(config: pytest.Config) -> Config:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "catalogue(id): the DESIGN.md property this test checks")
     _config(config)
+    if config.getoption("--report"):
+        _start_report(config)
+
+
+def _start_report(config: pytest.Config) -> None:
+    from conformance.report import ReportPlugin
+
+    name = config.getoption("--report")
+    if name in (".", "..") or "/" in name or "\\" in name:
+        raise pytest.UsageError(f"--report={name!r}: a report name is one folder name, "
+                                "e.g. torch-loop-float32 (set --report-dir for where)")
+    if config.getoption("numprocesses", None):
+        raise pytest.UsageError("--report records every verdict in one process: run it "
+                                "without -n (pytest-xdist)")
+    where = config.getoption("--report-dir")
+    directory = Path(where) if where else config.rootpath / "reports"
+    config.pluginmanager.register(
+        ReportPlugin(config, name, directory, catalogue_id, lambda: _config(config)),
+        "conformance-report")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -105,11 +105,12 @@ def compare(output: str, got: np.ndarray, exact: np.ndarray, bound: Bound,
     got = np.asarray(got, dtype=np.float64)
     if got.size == 0:
         return None
+    if record.active():  # reports and detection: every verdict's err/bound; free when off
+        record.note(output, ratios(got, exact, bound))
     if isinstance(exact, ExactOutput) and exact.estimate is not None:
         return _compare_filtered(output, got, exact, bound, fmt)
     bad = np.zeros(got.shape, dtype=bool)
     ratio = np.zeros(got.shape)
-    watching, seen = record.active(), 0.0
     for idx in np.ndindex(got.shape):
         if not bound.in_domain[idx] if bound.in_domain.shape else not bound.in_domain:
             continue
@@ -119,13 +120,9 @@ def compare(output: str, got: np.ndarray, exact: np.ndarray, bound: Bound,
             continue
         err = abs(mpmath.mpf(got[idx]) - e)
         b = np.broadcast_to(bound.value, got.shape)[idx]
-        if watching:
-            seen = max(seen, float(err / b) if b > 0 else (0.0 if err == 0 else np.inf))
         if err > b:
             bad[idx] = True
             ratio[idx] = float(err / b) if b > 0 else np.inf
-    if watching:
-        record.observe(output, float(np.max(ratio)) if bad.any() else seen)
     if not bad.any():
         return None
     worst = np.unravel_index(int(np.argmax(np.where(bad, ratio, -1.0))), got.shape)

@@ -1,9 +1,10 @@
-"""Observing how close an implementation comes to its bounds: the largest err/bound per output.
+"""Recording err/bound of every verdict, for `--report` and the detection report: off (and free)
+unless someone records.
 
-Off by default, and free when off. `judge.compare` reports every comparison it makes to
-`observe`; while a `recording()` block is open, the largest err/bound seen per output (theta, m,
-v, ...) is kept. The detection report (`python -m conformance.detection`) uses it for the
-margin of each correct implementation; a run report can use it the same way:
+`judge.compare` calls `note` with the output name and the per-element err/bound it judged; the
+plugin says which test is running (`current`). Diagnostics that judge against a hypothesis the
+verdict rejected (which group's lr explains a result, which compute precision fits) run inside
+`suspended()`, so that a report shows what the verdicts saw, not what the diagnosis tried.
 
     with recording() as seen:
         run the suite in this process
@@ -17,41 +18,105 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-_ACTIVE: list[Recorder] = []
+import numpy as np
 
 
 @dataclass
 class Recorder:
-    """The largest err/bound seen per output, and how many comparisons fed it."""
+    """err/bound samples per (catalogue id, output), in the order the verdicts made them."""
 
-    by_output: dict[str, float] = field(default_factory=dict)
-    comparisons: int = 0
+    samples: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
+    test: str = ""  # catalogue id of the test now running ("" between tests)
+    paused: int = 0
 
-    def add(self, output: str, ratio: float) -> None:
-        self.comparisons += 1
-        if ratio > self.by_output.get(output, float("-inf")):
-            self.by_output[output] = ratio
+    def add(self, output: str, ratios: np.ndarray) -> None:
+        if self.paused:
+            return
+        values = np.asarray(ratios, dtype=np.float64).reshape(-1)
+        self.samples.setdefault((self.test, output), []).append(values)
+
+    def ratios(self, test: str, output: str) -> np.ndarray:
+        """Every recorded err/bound of one output of one property (nan: not judged)."""
+        parts = self.samples.get((test, output), [])
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    @property
+    def by_output(self) -> dict[str, float]:
+        """The largest err/bound per output over every test (non-finite counts as inf)."""
+        worst: dict[str, float] = {}
+        for (_, output), parts in self.samples.items():
+            for values in parts:
+                judged = values[~np.isnan(values)]
+                if judged.size:
+                    worst[output] = max(worst.get(output, 0.0), float(np.max(judged)))
+        return worst
 
     def worst(self) -> float:
         return max(self.by_output.values(), default=0.0)
 
+    def outputs(self, test: str) -> list[str]:
+        return sorted({o for t, o in self.samples if t == test})
+
+
+_active: Recorder | None = None
+
 
 def active() -> bool:
-    """Whether anyone is recording (so that compare computes ratios only when needed)."""
-    return bool(_ACTIVE)
+    """Whether a report is being recorded: the one check a verdict pays when none is."""
+    return _active is not None
 
 
-def observe(output: str, ratio: float) -> None:
-    """One comparison's largest in-domain err/bound for `output` (inf: non-finite or bound 0)."""
-    for recorder in _ACTIVE:
-        recorder.add(output, ratio)
+def note(output: str, ratios: np.ndarray) -> None:
+    if _active is not None:
+        _active.add(output, ratios)
+
+
+def start() -> Recorder:
+    """Record every verdict from now on (the plugin starts it when --report is given)."""
+    global _active
+    _active = Recorder()
+    return _active
+
+
+def stop() -> None:
+    global _active
+    _active = None
 
 
 @contextmanager
 def recording() -> Iterator[Recorder]:
-    recorder = Recorder()
-    _ACTIVE.append(recorder)
+    """Record every verdict made inside the block."""
+    global _active
+    previous, _active = _active, Recorder()
     try:
-        yield recorder
+        yield _active
     finally:
-        _ACTIVE.remove(recorder)
+        _active = previous
+
+
+@contextmanager
+def current(test: str) -> Iterator[None]:
+    """Attribute what is recorded inside the block to catalogue id `test`."""
+    if _active is None:
+        yield
+        return
+    recorder, previous = _active, _active.test
+    recorder.test = test
+    try:
+        yield
+    finally:
+        recorder.test = previous
+
+
+@contextmanager
+def suspended() -> Iterator[None]:
+    """Judgements inside the block are diagnoses, not verdicts: not recorded."""
+    recorder = _active
+    if recorder is None:
+        yield
+        return
+    recorder.paused += 1
+    try:
+        yield
+    finally:
+        recorder.paused -= 1
