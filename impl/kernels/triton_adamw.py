@@ -47,8 +47,7 @@ def _adamw_body(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq
                 scalars_ptr, grad_scale_ptr, found_inf_ptr, n_elements,
                 AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, LERP_FROM_END: tl.constexpr,
                 HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr,
-                PARAM_SOFT_BF16: tl.constexpr, GRAD_SOFT_BF16: tl.constexpr,
-                BLOCK: tl.constexpr):
+                SOFT_BF16: tl.constexpr, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = n_elements
     if HAS_FOUND_INF:
@@ -65,18 +64,29 @@ def _adamw_body(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq
     bc2_sqrt = tl.load(scalars_ptr + 6)
     eps = tl.load(scalars_ptr + 7)
 
-    theta = tl.load(param_ptr + offsets, mask=mask).to(tl.float32)
-    g = tl.load(grad_ptr + offsets, mask=mask).to(tl.float32)
+    # SOFT_BF16 (bfloat16 parameters and gradients, in the interpreter): convert by hand, on the
+    # bit patterns, because the interpreter's own conversions are wrong (triton 3.9): bfloat16 ->
+    # float32 mangles subnormals, float32 -> bfloat16 truncates. Widening is a 16-bit shift;
+    # narrowing adds 0x7FFF plus the lowest kept bit and keeps the high half, which is round to
+    # nearest even on the bit pattern (overflow goes to inf, as it should). A NaN keeps its own
+    # bits (a quiet NaN's payload lies in the high half). On a GPU the native conversions are used.
+    if SOFT_BF16:
+        bits = tl.load(param_ptr + offsets, mask=mask).to(tl.uint16, bitcast=True)
+        theta = (bits.to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+        bits = tl.load(grad_ptr + offsets, mask=mask).to(tl.uint16, bitcast=True)
+        g = (bits.to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        theta = tl.load(param_ptr + offsets, mask=mask).to(tl.float32)
+        g = tl.load(grad_ptr + offsets, mask=mask).to(tl.float32)
     if HAS_GRAD_SCALE:
         g = tl.div_rn(g, tl.load(grad_scale_ptr).to(tl.float32))
-        if GRAD_SOFT_BF16:
-            # See PARAM_SOFT_BF16 below.
+        if SOFT_BF16:
             bits = g.to(tl.uint32, bitcast=True)
-            bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
-            g_out = tl.where(g != g, g, bits.to(tl.float32, bitcast=True))
+            bits = tl.where(g != g, bits >> 16, (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16)
+            tl.store(grad_ptr + offsets, bits.to(tl.uint16).to(tl.bfloat16, bitcast=True),
+                     mask=mask)
         else:
-            g_out = g
-        tl.store(grad_ptr + offsets, g_out.to(grad_ptr.dtype.element_ty), mask=mask)
+            tl.store(grad_ptr + offsets, g.to(grad_ptr.dtype.element_ty), mask=mask)
     if MAXIMIZE:
         g = -g
     m = tl.load(exp_avg_ptr + offsets, mask=mask)
@@ -100,15 +110,13 @@ def _adamw_body(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq
     denom = tl.div_rn(tl.sqrt_rn(source), bc2_sqrt) + eps
     new = decayed + neg_step_size * tl.div_rn(m, denom)
 
-    if PARAM_SOFT_BF16:
-        # float32 -> bfloat16, rounded to nearest even by hand: the interpreter's own conversion
-        # (triton 3.9) truncates. Adding 0x7FFF plus the lowest kept bit and clearing the low half
-        # is round-to-nearest-even on the bit pattern (overflow goes to inf, as it should); NaN
-        # keeps its own bits (a quiet NaN's payload sits in the high half).
+    if SOFT_BF16:  # round to nearest even by hand, as for g above
         bits = new.to(tl.uint32, bitcast=True)
-        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
-        new = tl.where(new != new, new, bits.to(tl.float32, bitcast=True))
-    tl.store(param_ptr + offsets, new.to(param_ptr.dtype.element_ty), mask=mask)
+        bits = tl.where(new != new, bits >> 16, (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16)
+        tl.store(param_ptr + offsets, bits.to(tl.uint16).to(tl.bfloat16, bitcast=True),
+                 mask=mask)
+    else:
+        tl.store(param_ptr + offsets, new.to(param_ptr.dtype.element_ty), mask=mask)
     tl.store(exp_avg_ptr + offsets, m, mask=mask)
     tl.store(exp_avg_sq_ptr + offsets, v, mask=mask)
 
@@ -235,8 +243,7 @@ def adamw(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[
                     AMSGRAD=bool(amsgrad), MAXIMIZE=bool(maximize),
                     LERP_FROM_END=not (1.0 - float(beta1) < 0.5),
                     HAS_GRAD_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
-                    PARAM_SOFT_BF16=interpreted and p.dtype == torch.bfloat16,
-                    GRAD_SOFT_BF16=interpreted and grads[i].dtype == torch.bfloat16,
+                    SOFT_BF16=interpreted and p.dtype == torch.bfloat16,
                     BLOCK=block)
 
 
