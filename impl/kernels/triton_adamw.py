@@ -17,10 +17,12 @@ Gate it with `pytest conformance --impl=impl.kernels.triton_adamw:adamw`.
   the compute type, float32 intermediates, one store per output), so the suite's bound covers it.
 - `grad_scale`: gradients are divided by it and the unscaled gradients are written back, as
   torch's fused kernels do. `found_inf`: if nonzero, nothing is written at all; undoing the step
-  counter is the caller's business (as in torch.optim). Both are read on the device, no sync.
+  counter is the caller's business (as in torch.optim). Both are read on the device; the step
+  counts are read on the host (the double scalars need them), one sync per tensor on a GPU.
 
 On a GPU the kernel is compiled by Triton. On the CPU (tensors on the CPU, or no GPU at all) it
-runs in Triton's interpreter; see `_interpreted` for how and why.
+runs in Triton's interpreter; see the comment above `_interpreted` for how and why, and
+SOFT_BF16 in the kernel for two bfloat16 conversion bugs of the interpreter it works around.
 """
 
 from __future__ import annotations
