@@ -91,3 +91,33 @@ def test_math_is_overridable() -> None:
         c = _tensors(torch.float32)
         _call(mutant, c, eps=1e-2)
         assert not torch.equal(c["params"][0], a["params"][0]), f"{name} changes nothing"
+
+
+def _kernel_declaring(state_dtype: object):
+    def kernel(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, beta1,
+               beta2, weight_decay, eps, amsgrad, maximize) -> None:
+        adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr=lr,
+              beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, amsgrad=amsgrad,
+              maximize=maximize)
+    kernel.state_dtype = state_dtype  # type: ignore[attr-defined]
+    return kernel
+
+
+def test_adapter_takes_the_kernels_declared_state_dtype() -> None:
+    """A kernel's `state_dtype` attribute sets the state dtype; a fixed keyword still wins."""
+    import numpy as np
+
+    from conformance.adapters.base import GroupSetup, Setup
+    from conformance.adapters.kernel import KernelAdapter
+
+    setup = Setup([GroupSetup([np.ones(3)], dict(HYPER))], "bfloat16", "cpu")
+    declared = KernelAdapter(_kernel_declaring("float32"), "k")
+    run = declared.create(setup)
+    run.step([np.ones(3)])
+    assert run.read_state(0).dtype == "float32"
+    assert run.m[0].dtype == torch.float32
+    assert KernelAdapter(_kernel_declaring("float32"), "k", {"state_dtype": "float64"}
+                         ).state_dtype == "float64"
+    assert KernelAdapter(adamw, "reference").state_dtype is None  # the parameter dtype
+    with pytest.raises(ValueError, match="state_dtype='fp32' is not one of"):
+        KernelAdapter(_kernel_declaring("fp32"), "k")

@@ -7,8 +7,9 @@
 Lists of tensors, updated in place. `state_steps` are float32 0-dim tensors that the caller (this
 adapter, like torch.optim) has already advanced for this step. Keyword arguments the kernel does
 not take are not passed; a kernel without `amsgrad`/`maximize` is tested without them. State lives
-in the adapter, in `state_dtype` (the parameter dtype unless the kernel declares otherwise), so it
-is always known and replayable.
+in the adapter, in `state_dtype` (the parameter dtype unless the kernel declares otherwise: a
+`state_dtype` attribute of the kernel, or a fixed `state_dtype=` keyword, which wins), so it is
+always known and replayable.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from conformance.adapters.base import ParamState, Setup
 from conformance.adapters.torch_optim import to_numpy, torch_dtype
 
 KERNEL_ARGS = ("params", "grads", "exp_avgs", "exp_avg_sqs")
+STATE_DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
 def looks_like_kernel(obj: Any) -> bool:
@@ -41,7 +43,13 @@ class KernelAdapter:
                  fixed: dict[str, Any] | None = None) -> None:
         self.kernel, self.name = kernel, name
         self.fixed = dict(fixed or {})
-        self.state_dtype: str | None = self.fixed.pop("state_dtype", None)
+        # The state dtype: a fixed `state_dtype=` keyword, else what the kernel declares as its
+        # `state_dtype` attribute, else the parameter dtype.
+        self.state_dtype: str | None = (self.fixed.pop("state_dtype", None)
+                                        or getattr(kernel, "state_dtype", None))
+        if self.state_dtype is not None and self.state_dtype not in STATE_DTYPES:
+            raise ValueError(f"{name}: state_dtype={self.state_dtype!r} is not one of "
+                             f"{', '.join(STATE_DTYPES)}")
         module = inspect.getmodule(kernel)
         root = module.__name__.split(".")[0] if module else ""
         self.version = getattr(__import__(root), "__version__", "unknown") if root else "unknown"

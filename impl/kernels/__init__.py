@@ -1,0 +1,1 @@
+"""Optimizer kernels written in kernel languages, gated by the suite like any implementation."""
