@@ -155,12 +155,12 @@ class GroupAudit:
         decayed = sum(1 for p in self.params if p.decayed and not p.no_decay_reason)
         exempt = sum(1 for p in self.params if p.no_decay_reason and p.groups and not p.decayed)
         frozen = sum(1 for p in self.params if not p.trainable and not p.groups)
-        summary = (f"correct: {decayed} weights decayed, {exempt} no-decay parameters in "
-                   f"weight_decay=0 groups")
+        summary = (f"correct: {_count(decayed, 'weight')} decayed, "
+                   f"{_count(exempt, 'no-decay parameter')} in weight_decay=0 groups")
         if self.undecayed and not self.require_decay:
-            summary += f"; {len(self.undecayed)} other weights undecayed (allowed)"
+            summary += f"; {_count(len(self.undecayed), 'other weight')} undecayed (allowed)"
         if frozen:
-            summary += f"; {frozen} frozen parameters in no group (allowed)"
+            summary += f"; {_count(frozen, 'frozen parameter')} in no group (allowed)"
         lines.append(summary)
         return "\n".join(lines)
 
