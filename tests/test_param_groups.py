@@ -316,15 +316,20 @@ def test_split_setup(param_group_audit):
 """
 
 
-def test_fixture_from_a_user_test(pytester: pytest.Pytester) -> None:
+@pytest.fixture(scope="module")
+def adamw_imported() -> None:
+    """Construct an AdamW before pytester snapshots sys.modules: the first one imports modules
+    lazily (triton, where installed), and pytester's teardown would drop them mid-life, which
+    their native extensions report as leaks at exit."""
+    naive(nn.Linear(1, 1))
+
+
+def test_fixture_from_a_user_test(adamw_imported: None, pytester: pytest.Pytester) -> None:
     # The plugin as pyproject's pytest11 entry point declares it. Its name is its module, so
     # that `-p` here and the entry point of an installed copy are one registration, not two.
     entry = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
     (name, plugin), = entry["pytest11"].items()
     assert name == plugin == "conformance.audit_plugin"
-    # Constructing AdamW imports modules lazily (triton, where installed); do it out here, since
-    # pytester drops what the inner run imported and native extensions then complain at exit.
-    naive(nn.Linear(1, 1))
     pytester.makepyfile(test_user=USER_TEST)
     result = pytester.runpytest("-p", plugin, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
