@@ -19,10 +19,12 @@ names and is judged once, on all of them):
   nanoGPT and timm, which also covers layer-scale gains and learned temperatures).
 
 It is *decayed* when a group that holds it has `weight_decay > 0` (a group without the key counts
-as 0). Frozen parameters (requires_grad False) may be absent from the optimizer; trainable ones
-may not. A parameter of the optimizer that the model does not have is reported as well (the
-optimizer was built for another instance, or for parameters outside `model`: pass a module that
-holds them all, e.g. `nn.ModuleDict({"model": model, "loss": loss_fn})`).
+as 0). That is judged on the groups, frozen parameters included: torch skips a parameter without
+a gradient, but unfreezing it later would decay it. Frozen parameters (requires_grad False) may be
+absent from the optimizer; trainable ones may not. A parameter of the optimizer that the model
+does not have is reported as well (the optimizer was built for another instance, or for
+parameters outside `model`: pass a module that holds them all, e.g.
+`nn.ModuleDict({"model": model, "loss": loss_fn})`).
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ class ParamInfo:
         owners = dict.fromkeys(self.module_types)  # unique, in order
         where = ", ".join(f"group {g} (weight_decay={wd:g})"
                           for g, wd in zip(self.groups, self.weight_decays, strict=True))
-        return (" = ".join(self.names), f"{'/'.join(owners)} {list(self.shape)}",
-                self.no_decay_reason or "", where)
+        notes = ", ".join(n for n in (self.no_decay_reason, "" if self.trainable else "frozen")
+                          if n)
+        return (" = ".join(self.names), f"{'/'.join(owners)} {list(self.shape)}", notes, where)
 
     def describe(self) -> str:
         return "  ".join(c for c in self.columns() if c)
@@ -104,7 +107,7 @@ class ForeignParam:
         return "  ".join(self.columns())
 
 
-@dataclass
+@dataclass(repr=False)
 class GroupAudit:
     """What `audit_param_groups` found. `ok` is False when a no-decay parameter is decayed, a
     trainable parameter is in no group, the optimizer holds a parameter the model lacks, or (with
@@ -126,6 +129,14 @@ class GroupAudit:
         self.missing = [p for p in self.params if p.trainable and not p.groups]
         self.undecayed = [p for p in self.params
                           if p.groups and not p.no_decay_reason and not p.decayed]
+
+    def __repr__(self) -> str:
+        return (f"GroupAudit(ok={self.ok}, params={len(self.params)}, "
+                f"wrongly_decayed={len(self.wrongly_decayed)}, missing={len(self.missing)}, "
+                f"foreign={len(self.foreign)}, undecayed={len(self.undecayed)})")
+
+    def __str__(self) -> str:
+        return self.report()
 
     @property
     def ok(self) -> bool:
@@ -280,6 +291,10 @@ def _param_groups(optimizer: Any) -> list[tuple[list[torch.Tensor], float]]:
             raise TypeError(f"audit_param_groups: param_groups[{g}] is not a dict with 'params'")
         params = group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
+        for pos, p in enumerate(params):
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"audit_param_groups: param_groups[{g}]['params'][{pos}] is a "
+                                f"{type(p).__name__}, not a tensor")
         wd = group.get("weight_decay", 0.0)
         try:
             wd = float(wd)

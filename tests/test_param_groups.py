@@ -141,6 +141,7 @@ def test_transformer_naive_fails_with_exact_names() -> None:
     model = TinyLM()
     audit = audit_param_groups(model, naive(model))
     assert not audit.ok
+    assert str(audit) == audit.report() and "ok=False" in repr(audit)
     assert names(audit.wrongly_decayed) == ["emb.weight = head.weight", *encoder_no_decay()]
     assert not audit.missing and not audit.foreign
     reasons = {p.name: p.no_decay_reason for p in audit.wrongly_decayed}
@@ -252,6 +253,10 @@ def test_frozen_parameters_may_be_left_out() -> None:
     audit = audit_param_groups(model, opt)
     assert audit.ok, audit.report()
     assert "1 frozen parameter in no group" in audit.report()
+    # In a decayed group it is still reported: unfreezing it would decay it.
+    frozen = audit_param_groups(model, naive(model))
+    assert names(frozen.wrongly_decayed)[0] == "emb.weight = head.weight"
+    assert "embedding, frozen" in frozen.report()
 
 
 def test_require_decay() -> None:
@@ -284,6 +289,10 @@ def test_bad_input_is_a_readable_error() -> None:
     opt = naive(model)
     opt.param_groups[0]["weight_decay"] = "0.1 please"
     with pytest.raises(TypeError, match=r"param_groups\[0\]\['weight_decay'\] is not a number"):
+        audit_param_groups(model, opt)
+    opt = naive(model)
+    opt.param_groups[0]["params"].append("fc.weight")
+    with pytest.raises(TypeError, match=r"\['params'\]\[9\] is a str, not a tensor"):
         audit_param_groups(model, opt)
     lazy = nn.Sequential(nn.LazyLinear(4))
     with pytest.raises(ValueError, match="0.weight of LazyLinear is not initialised"):
