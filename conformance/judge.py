@@ -20,7 +20,7 @@ from spec.bounds import Bound, Precision, environment, max_over_orders
 from spec.conventions import Convention
 from spec.formats import format_of
 from spec.oracle import Oracle, StepResult
-from spec.orders import adamw_orders, straightforward
+from spec.orders import adam_orders, adamw_orders, straightforward
 from spec.rounding import round_to, ulp_distance
 from spec.rule import Rule
 
@@ -45,6 +45,9 @@ class Model:
     def orders(self, prec: Precision):
         if self.rule_name == "adamw":
             return adamw_orders(self.rule, self.convention, prec.compute)
+        if self.rule_name in ("adam", "adam_l2"):
+            coupling = "l2" if self.rule_name == "adam_l2" else "none"
+            return adam_orders(self.rule, coupling, self.convention, prec.compute)
         return (straightforward(self.rule),)
 
     def expect(self, params: Any, grad: Any, state: Mapping[str, Any], hyper: Mapping[str, float],
