@@ -28,6 +28,10 @@ ALL = frozenset(registry.names())
 #: `tests/test_facts.py` proves the homogeneity (STATE_DEGREE) symbolically.
 SCALE_FREE = ADAM_FAMILY | RMSPROP_FAMILY | {"adagrad"}
 
+#: Rules whose weight decay is L2, added to the gradient (PyTorch skips the addition at
+#: weight_decay = 0, the spec adds 0 * theta: they differ only where theta is already NaN/inf).
+L2_COUPLED = ALL - {"adamw", "sgd_decoupled", "adam", "momentum_ema"}
+
 #: property (catalogue id, or family) -> the rules it holds for. Not listed: every rule.
 APPLIES: dict[str, frozenset[str]] = {
     # bias corrections 1 - beta^t and their counter exist in the Adam family only

@@ -32,8 +32,9 @@ def test_mutant_killed(name: str) -> None:
 
 @pytest.mark.parametrize("prop", ["test_moments", "test_uniform", "test_decay_only"])
 def test_adam_l2_is_not_adamw(prop: str) -> None:
-    """torch.optim.Adam with weight_decay > 0 couples the decay: it must fail, and say so."""
-    out = run_suite(f"{FILE}::{prop}", "--impl=torch.optim.Adam")
+    """torch.optim.Adam with weight_decay > 0 couples the decay: judged as an AdamW
+    (--rule=adamw; by default it is judged as the Adam+L2 it is) it must fail, and say so."""
+    out = run_suite(f"{FILE}::{prop}", "--impl=torch.optim.Adam", "--rule=adamw")
     assert out.rc == pytest.ExitCode.TESTS_FAILED
     [message] = out.messages.values()
     assert "weight decay reached the moments" in message
