@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from conformance import rules
 from conformance.drive import Config
 from conformance.judge import Model
+from conformance.strategies import use_rule
 from conformance.targets import TargetError, resolve
 from spec.conventions import Convention
 
@@ -59,6 +61,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "report.json, report.html, plots/)")
     group.addoption("--report-dir", default=None,
                     help="where --report writes (default: reports/ under the rootdir)")
+    group.addoption("--rule", default="auto",
+                    help="the spec rule to judge against: auto (default: what the target is, "
+                         "e.g. torch.optim.SGD -> sgd, Adam -> adam_l2, else adamw) or a rule "
+                         "name: sgd, momentum, nesterov, adagrad, rmsprop, adam, adam_l2, adamw, "
+                         "... (see README)")
 
 
 def _config(config: pytest.Config) -> Config:
@@ -69,9 +76,13 @@ def _config(config: pytest.Config) -> Config:
     try:
         adapter = resolve(text)
         convention = Convention.parse(config.getoption("--conventions"))
+        rule = rules.choose(config.getoption("--rule"), adapter)
+        model = Model(rule, convention)
+        model.rule  # noqa: B018 - conventions on a non-Adam rule are a usage error, said now
     except (TargetError, ValueError) as e:
         raise pytest.UsageError(str(e)) from None
-    cfg = Config(adapter, Model(convention=convention), config.getoption("--dtype"),
+    use_rule(rule, getattr(adapter, "pinned", None))
+    cfg = Config(adapter, model, config.getoption("--dtype"),
                  config.getoption("--device"), config.getoption("--compute-dtype"),
                  config.getoption("--impl-timeout"), text)
     config._conformance = cfg  # type: ignore[attr-defined]
@@ -140,6 +151,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             skip = pytest.mark.skip(reason="--device=cuda but no CUDA device is available here")
             for item in items:
                 item.add_marker(skip)
+    for item in items:
+        reason = rules.not_applicable(catalogue_id(item), cfg.model.rule_name)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
     path = config.getoption("--xfails")
     if not path:
         return

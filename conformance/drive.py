@@ -104,8 +104,8 @@ def prepare(cfg: Config, setup: Setup, params: Sequence[np.ndarray],
     Fresh states need nothing. Otherwise one warm-up step creates the implementation's state,
     which is then overwritten; None if the implementation's state cannot be written.
     """
-    fresh = all(s.step == 0 and not np.any(s.m) and not np.any(s.v)
-                and (s.vmax is None or not np.any(s.vmax)) for s in states)
+    fresh = all(s.step == 0 and not any(np.any(x) for x in s.as_mapping().values())
+                for s in states)
     run = create(cfg, replace(setup, groups=[replace(g, params=list(g.params))
                                              for g in setup.groups]))
     if fresh:
@@ -170,12 +170,14 @@ def can_replay(cfg: Config) -> bool:
     cached = getattr(cfg, "_can_replay", None)
     if cached is None:
         from conformance.adapters.base import GroupSetup
-        setup = Setup([GroupSetup([np.ones(2)], {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999,
-                                                 "eps": 1e-8, "weight_decay": 0.0})],
+        from conformance.strategies import typical_hyper
+        setup = Setup([GroupSetup([np.ones(2)], typical_hyper(cfg.model.rule_name))],
                       cfg.dtype, cfg.device)
+        # m, buf, gavg 0.5; v, accum 0.25 (gavg^2 <= v, as centered RMSProp needs)
+        probe = {s.name: np.full(2, 0.25 if s.name in ("v", "accum") else 0.5)
+                 for s in cfg.model.rule.state}
         try:
-            run = prepare(cfg, setup, [np.ones(2)],
-                          [ParamState(np.full(2, 0.5), np.full(2, 0.25), 3)])
+            run = prepare(cfg, setup, [np.ones(2)], [ParamState.of(probe, 3)])
             cached = run is not None and read_states(run, 1) is not None
         except ImplementationError:
             cached = False

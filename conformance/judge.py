@@ -23,7 +23,7 @@ from spec.filter import mode as oracle_mode
 from spec.formats import format_of
 from spec.lazy_oracle import ExactOutput, lazy_step
 from spec.oracle import Oracle, StepResult
-from spec.orders import adamw_orders, straightforward
+from spec.orders import adam_orders, adamw_orders, straightforward
 from spec.rounding import round_to, ulp_distance
 from spec.rule import Rule
 
@@ -48,6 +48,9 @@ class Model:
     def orders(self, prec: Precision):
         if self.rule_name == "adamw":
             return adamw_orders(self.rule, self.convention, prec.compute)
+        if self.rule_name in ("adam", "adam_l2"):
+            coupling = "l2" if self.rule_name == "adam_l2" else "none"
+            return adam_orders(self.rule, coupling, self.convention, prec.compute)
         return (straightforward(self.rule),)
 
     def expect(self, params: Any, grad: Any, state: Mapping[str, Any], hyper: Mapping[str, float],

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from conformance.adapters.base import GroupSetup, ParamState, Run, Setup, capability
 from conformance.drive import Config, create, guarded, read_states, reproduction, step
-from conformance.strategies import hyperparameters, regimes
+from conformance.strategies import hyperparameters, regimes, typical_hyper
 
 pytestmark = pytest.mark.catalogue("state")
 
@@ -47,9 +47,9 @@ def state_differences(want: Sequence[ParamState], got: Sequence[ParamState],
     for i, (w, g) in enumerate(zip(want, got, strict=True)):
         if w.step != g.step:
             out.append(f"parameter {i}: step counter {g.step} vs {w.step} ({vs})")
-        for name, x, y in (("m", w.m, g.m), ("v", w.v, g.v), ("vmax", w.vmax, g.vmax)):
-            if x is None and y is None:
-                continue
+        wm, gm = w.as_mapping(), g.as_mapping()
+        for name in sorted(set(wm) | set(gm)):
+            x, y = wm.get(name), gm.get(name)
             if x is None or y is None:
                 out.append(f"parameter {i}: {name} present in only one of the runs")
             elif not same_bits(x, y):
@@ -95,9 +95,7 @@ def plans(draw: st.DrawFn, cfg: Config, can_set_lr: bool) -> Plan:
 
 
 def _probe(cfg: Config) -> Run:
-    setup = Setup([GroupSetup([np.ones(2)], {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999,
-                                             "eps": 1e-8, "weight_decay": 0.0})],
-                  cfg.dtype, cfg.device)
+    setup = Setup([GroupSetup([np.ones(2)], typical_hyper())], cfg.dtype, cfg.device)
     return create(cfg, setup)
 
 

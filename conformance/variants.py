@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from conformance.drive import Config
+from conformance.rules import ADAM_FAMILY
 
 VARIANTS = ("plain", "amsgrad", "maximize")
 
@@ -16,6 +17,8 @@ def variant_config(cfg: Config, variant: str) -> Config:
     """`cfg` judged against the spec variant; skips if the target does not accept the option."""
     if variant == "plain":
         return cfg
+    if variant == "amsgrad" and cfg.model.rule_name not in ADAM_FAMILY:
+        pytest.skip(f"amsgrad is a variant of the Adam family, not of rule {cfg.model.rule_name}")
     if not cfg.supports(variant):
         pytest.skip(f"{cfg.adapter.name} does not accept {variant}")
     model = cfg.model

@@ -66,9 +66,22 @@ def _lerp(start: sp.Expr, end: sp.Expr, weight: sp.Expr) -> sp.Expr:
     )
 
 
-def _second_moment(store, b2: sp.Expr = beta2) -> sp.Expr:
+def _second_moment(store, b2: sp.Expr = beta2, grad: sp.Expr = g) -> sp.Expr:
     # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    return store(store(v * b2) + (1 - beta2) * g * g)
+    return store(store(v * b2) + (1 - beta2) * grad * grad)
+
+
+#: Where weight decay enters an Adam-family step: decoupled (AdamW: the parameters are scaled by
+#: 1 - lr*wd), l2 (Adam+L2: grad.add(param, alpha=wd) before the moments), none (Adam).
+COUPLINGS = ("decoupled", "l2", "none")
+
+
+def _coupled(coupling: str, store) -> tuple[sp.Expr, sp.Expr]:
+    """(the parameters the step starts from, the gradient the moments see) for `coupling`;
+    `store` marks where the L2 gradient is written to a tensor (the identity for fused)."""
+    if coupling == "l2":
+        return theta, store(g + weight_decay * theta)
+    return theta, g
 
 
 def _denominator_source(v1: sp.Expr, amsgrad: bool, store) -> tuple[sp.Expr, dict]:
@@ -78,7 +91,8 @@ def _denominator_source(v1: sp.Expr, amsgrad: bool, store) -> tuple[sp.Expr, dic
     return vm, {"vmax": vm}
 
 
-def _torch_eager(amsgrad: bool, foreach: bool) -> Callable[[], Update]:
+def _torch_eager(amsgrad: bool, foreach: bool, coupling: str = "decoupled"
+                 ) -> Callable[[], Update]:
     def build() -> Update:
         keep = 1 - lr * weight_decay
         b2 = beta2
@@ -86,9 +100,12 @@ def _torch_eager(amsgrad: bool, foreach: bool) -> Callable[[], Update]:
             # ATen's CPU _foreach_mul_ casts its Python scalar to the tensor's dtype (Tensor.mul_
             # takes it in opmath): for bf16/fp16 tensors 1 - lr*wd and beta2 are rounded to it.
             keep, b2 = StoreParam(keep), StoreState(beta2)
-        decayed = StoreParam(theta * keep)
-        m1 = StoreState(_lerp(m, g, 1 - beta1))
-        v1 = _second_moment(StoreState, b2)
+        if coupling == "decoupled":
+            decayed, grad = StoreParam(theta * keep), g
+        else:
+            decayed, grad = _coupled(coupling, StoreParam)
+        m1 = StoreState(_lerp(m, grad, 1 - beta1))
+        v1 = _second_moment(StoreState, b2, grad)
         source, extra = _denominator_source(v1, amsgrad, StoreState)
         step_size = lr / (1 - beta1**t)
         bc2_sqrt = sp.sqrt(1 - beta2**t)
@@ -101,29 +118,32 @@ def _torch_eager(amsgrad: bool, foreach: bool) -> Callable[[], Update]:
     return build
 
 
-def torch_loop(amsgrad: bool = False) -> Order:
-    """torch.optim.AdamW, foreach=False: one rounding per ATen op."""
-    return Order("torch_loop", _torch_eager(amsgrad, foreach=False), FLOAT64,
+def torch_loop(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
+    """torch.optim.AdamW (Adam: `coupling`), foreach=False: one rounding per ATen op."""
+    return Order("torch_loop", _torch_eager(amsgrad, False, coupling), FLOAT64,
                  "PyTorch for-loop: lerp, addcmul, step_size=lr/bc1, "
                  "denom=sqrt(v)/sqrt(bc2)+eps, addcdiv; Python-float scalars")
 
 
-def torch_foreach(amsgrad: bool = False) -> Order:
+def torch_foreach(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
     """torch.optim.AdamW, foreach=True: the loop's ops (on CPU the _foreach_ ops loop over the
     tensors), except that _foreach_mul_ rounds its scalar (1 - lr*wd, beta2) to the tensor dtype.
     Identical to the loop for float32/float64; in bfloat16, beta2 = 0.999 becomes 1.0."""
-    return Order("torch_foreach", _torch_eager(amsgrad, foreach=True), FLOAT64,
+    return Order("torch_foreach", _torch_eager(amsgrad, True, coupling), FLOAT64,
                  "PyTorch foreach: as the loop, with 1 - lr*wd and beta2 rounded to the tensor "
                  "dtype by _foreach_mul_")
 
 
-def torch_capturable(amsgrad: bool = False) -> Order:
+def torch_capturable(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
     """capturable=True: bias corrections are 0-dim tensors, lr folded into the denominator."""
 
     def build() -> Update:
-        decayed = StoreParam(theta * (1 - lr * weight_decay))
-        m1 = StoreState(_lerp(m, g, 1 - beta1))
-        v1 = _second_moment(StoreState)
+        if coupling == "decoupled":
+            decayed, grad = StoreParam(theta * (1 - lr * weight_decay)), g
+        else:
+            decayed, grad = _coupled(coupling, StoreParam)
+        m1 = StoreState(_lerp(m, grad, 1 - beta1))
+        v1 = _second_moment(StoreState, grad=grad)
         source, extra = _denominator_source(v1, amsgrad, StoreState)
         step_size_neg = -(lr / (1 - beta1**t))
         bc2_sqrt = sp.sqrt(1 - beta2**t)
@@ -137,14 +157,17 @@ def torch_capturable(amsgrad: bool = False) -> Order:
                  "denom = sqrt(v)/(sqrt(bc2)*-step_size) + eps/-step_size")
 
 
-def fused(amsgrad: bool = False) -> Order:
+def fused(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
     """A fused kernel (torch's fused=True, typical CUDA/Triton): opmath throughout, double
     scalars, one store per output."""
 
     def build() -> Update:
-        decayed = theta * (1 - lr * weight_decay)
-        m1 = _lerp(m, g, 1 - beta1)
-        v1 = v * beta2 + (1 - beta2) * g * g
+        if coupling == "decoupled":
+            decayed, grad = theta * (1 - lr * weight_decay), g
+        else:
+            decayed, grad = _coupled(coupling, lambda x: x)
+        m1 = _lerp(m, grad, 1 - beta1)
+        v1 = v * beta2 + (1 - beta2) * grad * grad
         source, extra = _denominator_source(v1, amsgrad, lambda x: x)
         step_size = lr / (1 - beta1**t)
         denom = sp.sqrt(source) / sp.sqrt(1 - beta2**t) + eps
@@ -153,6 +176,26 @@ def fused(amsgrad: bool = False) -> Order:
 
     return Order("fused", build, FLOAT64,
                  "fused kernel: opmath intermediates, double scalars, stores only at the end")
+
+
+@cache
+def adam_orders(rule: Rule, coupling: str, convention: Convention = DEFAULT,
+                compute: Format = FLOAT32) -> tuple[Order, ...]:
+    """adamw_orders for the Adam family: `coupling` "decoupled" (AdamW), "l2" (Adam+L2,
+    torch.optim.Adam with weight_decay), "none" (Adam). PyTorch's Adam and AdamW share one
+    implementation, so the traced orders differ only where the decay enters."""
+    orders = [straightforward(rule)]
+    base = Convention(amsgrad=convention.amsgrad)
+    if base == convention and convention.amsgrad in ("none", "raw_max"):
+        ams = convention.amsgrad == "raw_max"
+        kernel_orders = [torch_loop(ams, coupling), torch_foreach(ams, coupling),
+                         fused(ams, coupling)]
+        if compute.precision <= FLOAT32.precision:
+            kernel_orders.append(torch_capturable(ams, coupling))
+        if rule.name.endswith("+maximize"):
+            kernel_orders = [_maximized(o) for o in kernel_orders]
+        orders += kernel_orders
+    return tuple(orders)
 
 
 @cache
@@ -165,17 +208,7 @@ def adamw_orders(rule: Rule, convention: Convention = DEFAULT,
     bias corrections in float32, so it joins only where compute is float32 or coarser: a float64
     implementation with float32 scalars does not deliver float64 accuracy, and should be told so.
     """
-    orders = [straightforward(rule)]
-    base = Convention(amsgrad=convention.amsgrad)
-    if base == convention and convention.amsgrad in ("none", "raw_max"):
-        ams = convention.amsgrad == "raw_max"
-        kernel_orders = [torch_loop(ams), torch_foreach(ams), fused(ams)]
-        if compute.precision <= FLOAT32.precision:
-            kernel_orders.append(torch_capturable(ams))
-        if rule.name.endswith("+maximize"):
-            kernel_orders = [_maximized(o) for o in kernel_orders]
-        orders += kernel_orders
-    return tuple(orders)
+    return adam_orders(rule, "decoupled", convention, compute)
 
 
 def _maximized(order: Order) -> Order:

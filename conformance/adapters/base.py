@@ -44,17 +44,32 @@ class Setup:
 class ParamState:
     """One parameter's optimizer state in the spec's terms (float64 arrays, exact)."""
 
-    m: np.ndarray
-    v: np.ndarray
+    m: np.ndarray | None
+    v: np.ndarray | None
     step: int
     vmax: np.ndarray | None = None
     dtype: str | None = None  # the dtype the state is stored in, if known
+    #: the other rules' state by spec name: buf (momentum buffer), accum (Adagrad's sum),
+    #: gavg (centered RMSProp's gradient average). m, v are None where a rule has none.
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def as_mapping(self) -> dict[str, np.ndarray]:
-        out = {"m": self.m, "v": self.v}
-        if self.vmax is not None:
-            out["vmax"] = self.vmax
+        out = {k: x for k, x in (("m", self.m), ("v", self.v), ("vmax", self.vmax))
+               if x is not None}
+        out.update(self.extra)
         return out
+
+    @classmethod
+    def of(cls, values: dict[str, np.ndarray], step: int, dtype: str | None = None
+           ) -> ParamState:
+        """A state from spec-named arrays (m, v, vmax, buf, accum, gavg)."""
+        rest = {k: x for k, x in values.items() if k not in ("m", "v", "vmax")}
+        return cls(values.get("m"), values.get("v"), step, values.get("vmax"), dtype, rest)
+
+    def mapped(self, fn) -> ParamState:
+        """The same state with `fn(name, array)` applied to every array (slicing, scaling)."""
+        return ParamState.of({k: fn(k, x) for k, x in self.as_mapping().items()}, self.step,
+                             self.dtype)
 
 
 @runtime_checkable

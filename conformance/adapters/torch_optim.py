@@ -13,9 +13,47 @@ from conformance.adapters.base import ParamState, Setup
 
 # State names real optimizers use for the two moments, AMSGrad's maximum and the counter.
 _M_NAMES = ("exp_avg", "m", "mu", "first_moment", "momentum")
-_V_NAMES = ("exp_avg_sq", "v", "nu", "second_moment")
+_V_NAMES = ("exp_avg_sq", "v", "nu", "second_moment", "square_avg")
 _VMAX_NAMES = ("max_exp_avg_sq", "vmax", "v_max", "max_exp_avg_sqs")
 _STEP_NAMES = ("step", "t", "count", "iteration")
+
+#: The spec's state names -> the keys torch.optim (and look-alikes) store them under.
+STATE_KEYS: dict[str, tuple[str, ...]] = {
+    "m": _M_NAMES, "v": _V_NAMES, "vmax": _VMAX_NAMES,
+    "buf": ("momentum_buffer",), "accum": ("sum",), "gavg": ("grad_avg",),
+}
+
+#: The spec's hyperparameter names -> torch.optim's constructor keywords (beta1/beta2 travel as
+#: `betas` where the class takes that). The spec's symbols are named after torch's arguments,
+#: so this is nearly the identity; it is the one place to change where they differ.
+HYPER_KEYWORDS: dict[str, str] = {
+    "lr": "lr", "eps": "eps", "weight_decay": "weight_decay", "momentum": "momentum",
+    "dampening": "dampening", "alpha": "alpha", "lr_decay": "lr_decay",
+}
+
+
+def torch_rule(cls: type, fixed: Mapping[str, Any]) -> str | None:
+    """The spec rule a torch.optim class implements with fixed keywords `fixed`, or None.
+
+    AdamW subclasses Adam, so it is asked first; Adam(decoupled_weight_decay=True) is AdamW and
+    Adam otherwise has L2 decay (adam_l2, which is Adam itself at weight_decay = 0).
+    """
+    optim = torch.optim
+    if issubclass(cls, optim.AdamW) or (issubclass(cls, optim.Adam)
+                                        and fixed.get("decoupled_weight_decay")):
+        return "adamw"
+    if issubclass(cls, optim.Adam):
+        return "adam_l2"
+    if issubclass(cls, optim.SGD):
+        if fixed.get("nesterov"):
+            return "nesterov"
+        return "momentum" if fixed.get("momentum") else "sgd"
+    if issubclass(cls, optim.Adagrad):
+        return "adagrad"
+    if issubclass(cls, optim.RMSprop):
+        return ("rmsprop" + ("_centered" if fixed.get("centered") else "")
+                + ("_momentum" if fixed.get("momentum") else ""))
+    return None
 
 OPTIONS = ("amsgrad", "maximize", "foreach", "fused", "capturable", "differentiable")
 
@@ -53,20 +91,32 @@ class TorchOptimizerAdapter:
         self.accepted = set(params)
         self.takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
         self.options = {o: params[o].default for o in OPTIONS if o in params}
+        declared = getattr(cls, "conformance_rule", None)
+        self.rule = declared if isinstance(declared, str) else torch_rule(cls, self.fixed)
+        #: fixed keywords that are hyperparameters of the spec, by spec name: the suite draws
+        #: no other value for them (e.g. 'torch.optim.SGD(momentum=0.9)').
+        self.pinned: dict[str, float] = {
+            spec: float(self.fixed[kw]) for spec, kw in HYPER_KEYWORDS.items()
+            if isinstance(self.fixed.get(kw), (int, float)) and not isinstance(
+                self.fixed.get(kw), bool)}
+        if isinstance(self.fixed.get("betas"), (tuple, list)):
+            self.pinned.update(beta1=float(self.fixed["betas"][0]),
+                               beta2=float(self.fixed["betas"][1]))
 
     def accepts(self, option: str) -> bool:
         return option in self.accepted
 
     def _group_kwargs(self, hyper: Mapping[str, float]) -> dict[str, Any]:
         kw: dict[str, Any] = {"lr": hyper["lr"]}
-        if "betas" in self.accepted:
+        if "beta1" in hyper and "betas" in self.accepted:
             kw["betas"] = (hyper["beta1"], hyper["beta2"])
-        elif "beta1" in self.accepted:
+        elif "beta1" in hyper and "beta1" in self.accepted:
             kw["beta1"], kw["beta2"] = hyper["beta1"], hyper["beta2"]
-        if "eps" in self.accepted:
-            kw["eps"] = hyper["eps"]
-        if "weight_decay" in self.accepted:
-            kw["weight_decay"] = hyper.get("weight_decay", 0.0)
+        for spec, keyword in HYPER_KEYWORDS.items():
+            if spec != "lr" and spec in hyper and keyword in self.accepted:
+                kw[keyword] = hyper[spec]
+        if "weight_decay" in self.accepted and "weight_decay" not in kw:
+            kw["weight_decay"] = 0.0  # a rule without decay (Adam, EMA momentum): none
         return kw
 
     def create(self, setup: Setup) -> TorchOptimizerRun:
@@ -89,12 +139,20 @@ class TorchOptimizerRun:
         del first["params"]
         # Group 0's hyperparameters double as constructor defaults: every group sets its own.
         self.opt = adapter.cls(groups, **{**first, **options, **adapter.fixed})
+        # Gradient steps per parameter, for optimizers that keep no counter (torch's SGD: its
+        # momentum buffer's existence is its only notion of t): the spec's t = this + 1.
+        self.counts = [0] * len(self.tensors)
 
     def step(self, grads: Sequence[np.ndarray | None]) -> None:
         for p, g in zip(self.tensors, grads, strict=True):
             p.grad = None if g is None else torch.tensor(g, dtype=torch.float64).to(p.device,
                                                                                     p.dtype)
         self.opt.step()
+        self._count(grads)
+
+    def _count(self, grads: Sequence[np.ndarray | None]) -> None:
+        for i, g in enumerate(grads):
+            self.counts[i] += g is not None
 
     def params(self) -> list[np.ndarray]:
         return [to_numpy(p) for p in self.tensors]
@@ -116,36 +174,52 @@ class TorchOptimizerRun:
         scaler.scale(torch.zeros((), device=device))  # what scaler.scale(loss) sets up
         scaler.step(self.opt)
         scaler.update()
+        if all(g is None or np.all(np.isfinite(g)) for g in grads):
+            self._count(grads)
 
-    def _layout(self, p: torch.Tensor):
+    def _layout(self, p: torch.Tensor) -> tuple[dict, dict[str, str], str | None] | None:
+        """p's state dict, the keys of the spec's state in it, and its counter's key; None if
+        there is no state yet or some state of p's shape has a name the suite does not know."""
         st = self.opt.state.get(p, {})
-        m, v = _find(st, _M_NAMES, p), _find(st, _V_NAMES, p)
-        step = next((n for n in _STEP_NAMES if n in st), None)
-        return st, m, v, _find(st, _VMAX_NAMES, p), step
+        keys = {name: key for name, cands in STATE_KEYS.items()
+                if (key := _find(st, cands, p)) is not None}
+        unknown = [k for k, x in st.items() if isinstance(x, torch.Tensor)
+                   and x.shape == p.shape and k not in keys.values() and k not in _STEP_NAMES]
+        if not keys or unknown:
+            return None
+        return st, keys, next((n for n in _STEP_NAMES if n in st), None)
 
     def read_state(self, i: int) -> ParamState | None:
-        st, m, v, vmax, step = self._layout(self.tensors[i])
-        if m is None or v is None or step is None:
+        layout = self._layout(self.tensors[i])
+        if layout is None:
             return None
-        t = st[step]
-        return ParamState(to_numpy(st[m]), to_numpy(st[v]),
-                          int(t.item() if isinstance(t, torch.Tensor) else t),
-                          to_numpy(st[vmax]) if vmax else None, str(st[m].dtype).split(".")[-1])
+        st, keys, step = layout
+        if step is None:
+            t = self.counts[i]
+        else:
+            t = int(st[step].item() if isinstance(st[step], torch.Tensor) else st[step])
+        first = st[next(iter(keys.values()))]
+        return ParamState.of({name: to_numpy(st[key]) for name, key in keys.items()}, t,
+                             str(first.dtype).split(".")[-1])
 
     def write_state(self, i: int, state: ParamState) -> bool:
-        p = self.tensors[i]
-        st, m, v, vmax, step = self._layout(p)
-        if m is None or v is None or step is None:
+        layout = self._layout(self.tensors[i])
+        if layout is None:
+            return False
+        st, keys, step = layout
+        values = state.as_mapping()
+        # AMSGrad's maximum is written where the target keeps one; every other state must fit.
+        if any(name not in keys for name in values if name != "vmax"):
             return False
         with torch.no_grad():
-            st[m].copy_(torch.tensor(state.m, dtype=torch.float64))
-            st[v].copy_(torch.tensor(state.v, dtype=torch.float64))
-            if vmax and state.vmax is not None:
-                st[vmax].copy_(torch.tensor(state.vmax, dtype=torch.float64))
-            if isinstance(st[step], torch.Tensor):
+            for name, x in values.items():
+                if name in keys:
+                    st[keys[name]].copy_(torch.tensor(x, dtype=torch.float64))
+            if step is not None and isinstance(st[step], torch.Tensor):
                 st[step].fill_(state.step)
-            else:
+            elif step is not None:
                 st[step] = type(st[step])(state.step)
+        self.counts[i] = state.step
         return True
 
     def write_params(self, i: int, values: np.ndarray) -> None:
@@ -157,7 +231,8 @@ class TorchOptimizerRun:
 
     def state_dict(self) -> Any:
         import copy
-        return copy.deepcopy(self.opt.state_dict())
+        return {"optimizer": copy.deepcopy(self.opt.state_dict()), "counts": list(self.counts)}
 
     def load_state_dict(self, sd: Any) -> None:
-        self.opt.load_state_dict(sd)
+        self.opt.load_state_dict(sd["optimizer"])
+        self.counts = list(sd["counts"])

@@ -73,7 +73,8 @@ ZOO: tuple[Mutant, ...] = (
     _m("impl.mutants.moments:FirstMomentFromGradient", "bias.step_one"),
     # weight decay
     _m("impl.mutants.decouple:CoupledDecay", "decouple.moments"),
-    _m("torch.optim.Adam", "decouple.moments", name="torch.optim.Adam"),
+    # torch.optim.Adam is judged as the Adam+L2 it is by default; offered as an AdamW, it is one.
+    _m("torch.optim.Adam", "decouple.moments", "--rule=adamw", name="torch.optim.Adam"),
     _m("impl.mutants.decouple:L2InGradient", "decouple.moments"),
     _m("impl.mutants.decouple:DecayWithoutLR", "decouple.decay_only"),
     _m("impl.mutants.decouple:DecayedMoments", "decouple.moments"),

@@ -1,0 +1,81 @@
+"""Which rule of the spec a target is judged against, and which properties apply to which rule.
+
+`--rule=auto` (the default) asks the target: an adapter or optimizer class may name its rule in
+a `rule` (or `conformance_rule`) attribute, and the torch adapter knows torch.optim's classes
+(`TorchOptimizerAdapter.rule`). Anything else is judged as AdamW, the suite's first rule.
+
+`APPLIES` is the one table of which property families hold for which rules; the plugin skips
+the rest with a reason naming the rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spec import registry
+
+AUTO = "auto"
+DEFAULT_RULE = "adamw"
+
+SGD_FAMILY = frozenset({"sgd", "sgd_decoupled", "momentum", "momentum_ema", "nesterov"})
+RMSPROP_FAMILY = frozenset({"rmsprop", "rmsprop_momentum", "rmsprop_centered",
+                            "rmsprop_centered_momentum"})
+ADAM_FAMILY = frozenset({"adam", "adam_l2", "adamw"})
+ALL = frozenset(registry.names())
+
+#: Rules whose step is unchanged, bitwise, when the gradient and eps scale by 2^k (with
+#: weight_decay = 0 where the decay is L2, added to the gradient): the adaptive rules.
+#: `tests/test_facts.py` proves the homogeneity (STATE_DEGREE) symbolically.
+SCALE_FREE = ADAM_FAMILY | RMSPROP_FAMILY | {"adagrad"}
+
+#: Rules whose weight decay is L2, added to the gradient (PyTorch skips the addition at
+#: weight_decay = 0, the spec adds 0 * theta: they differ only where theta is already NaN/inf).
+L2_COUPLED = ALL - {"adamw", "sgd_decoupled", "adam", "momentum_ema"}
+
+#: property (catalogue id, or family) -> the rules it holds for. Not listed: every rule.
+APPLIES: dict[str, frozenset[str]] = {
+    # bias corrections 1 - beta^t and their counter exist in the Adam family only
+    "bias": ADAM_FAMILY,
+    # decoupled decay vs L2 decay is the AdamW statement (Adam+L2 is what it tells apart)
+    "decouple": frozenset({"adamw"}),
+    "scale.power_of_two": SCALE_FREE,
+}
+
+#: How each state scales when the gradient scales by c, per rule family: m, buf (SGD's momentum)
+#: and gavg like g; v, vmax and accum like g^2; RMSProp's momentum buffer accumulates g/avg,
+#: which does not scale. Used to scale a replayed state with its gradient (scale.*).
+_DEGREES = {"m": 1, "v": 2, "vmax": 2, "accum": 2, "gavg": 1, "buf": 1}
+
+
+def state_degree(rule_name: str, state: str) -> int:
+    if state == "buf" and rule_name in RMSPROP_FAMILY:
+        return 0
+    return _DEGREES[state]
+
+
+def detect(adapter: Any) -> str:
+    """The rule `adapter` declares (or its torch.optim class implies), else AdamW."""
+    for attr in ("rule", "conformance_rule"):
+        name = getattr(adapter, attr, None)
+        if isinstance(name, str) and name:
+            return name
+    return DEFAULT_RULE
+
+
+def choose(option: str, adapter: Any) -> str:
+    """The rule named by `--rule` (auto: detected); ValueError naming the known rules."""
+    name = detect(adapter) if option == AUTO else option
+    if name not in ALL:
+        raise ValueError(f"--rule={option!r}: {'the target declares ' if option == AUTO else ''}"
+                         f"unknown rule {name!r}; known rules: auto, {', '.join(registry.names())}")
+    return name
+
+
+def not_applicable(catalogue_id: str, rule_name: str) -> str | None:
+    """Why property `catalogue_id` does not apply to `rule_name`, or None if it does."""
+    family = catalogue_id.split(".", 1)[0]
+    for key in (catalogue_id, family):
+        if key in APPLIES and rule_name not in APPLIES[key]:
+            return (f"{catalogue_id} does not apply to rule {rule_name} "
+                    f"(it holds for: {', '.join(sorted(APPLIES[key]))})")
+    return None

@@ -1,0 +1,85 @@
+"""torch.optim's other optimizers pass the suite against the rule detected from them, the
+properties that do not apply to their rule are skipped (not passed), and a seeded defect per
+rule family is killed by the property its docstring names."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.rules import not_applicable
+from impl.mutants.rules import KILLS
+from tests.suite import run_suite
+
+SGD_XFAILS = "--xfails=conformance/xfails/torch-sgd.txt"
+
+#: target -> (the rule auto-detection must pick, extra options)
+TARGETS = {
+    "torch.optim.SGD": ("sgd", [SGD_XFAILS]),
+    "torch.optim.SGD(momentum=0.9, dampening=0.1)": ("momentum", [SGD_XFAILS]),
+    "torch.optim.SGD(nesterov=True)": ("nesterov", [SGD_XFAILS]),
+    "torch.optim.Adagrad": ("adagrad", []),
+    "torch.optim.RMSprop": ("rmsprop", []),
+    "torch.optim.RMSprop(momentum=0.5)": ("rmsprop_momentum", []),
+    "torch.optim.RMSprop(centered=True)": ("rmsprop_centered", []),
+    "torch.optim.Adam": ("adam_l2", []),
+}
+
+
+def _catalogue(nodeid: str) -> str:
+    module, _, name = nodeid.partition("::")
+    family = module.rsplit("/", 1)[-1].removeprefix("test_").removesuffix(".py")
+    return f"{family}.{name.split('[')[0].removeprefix('test_')}"
+
+
+@pytest.mark.parametrize("impl", sorted(TARGETS))
+def test_passes_against_detected_rule(impl: str) -> None:
+    rule, extra = TARGETS[impl]
+    out = run_suite(f"--impl={impl}", "--dtype=float32", *extra, "-rs")
+    assert out.rc == pytest.ExitCode.OK, out.messages
+    skipped = {_catalogue(k) for k, v in out.results.items() if v == "skipped"}
+    ran = {_catalogue(k) for k, v in out.results.items() if v == "passed"}
+    # AdamW-only (and Adam-family-only) properties are skipped, never passed, for other rules.
+    for prop in ("decouple.decay_only", "decouple.moments", "decouple.uniform"):
+        assert prop in skipped and prop not in ran, (impl, prop)
+        assert not_applicable(prop, rule)
+    assert {"exact.one_step", "exact.trajectory", "groups.order", "state.round_trip"} <= ran
+
+
+def test_rule_in_header() -> None:
+    import torch
+
+    from conformance.adapters.torch_optim import TorchOptimizerAdapter
+    from conformance.rules import choose
+
+    for impl, (rule, _) in TARGETS.items():
+        name, _, args = impl.partition("(")
+        fixed = eval(f"dict({args}") if args else {}  # noqa: S307 - literals of this file
+        cls = getattr(torch.optim, name.rsplit(".", 1)[1])
+        assert choose("auto", TorchOptimizerAdapter(cls, fixed)) == rule, impl
+    assert choose("auto", TorchOptimizerAdapter(torch.optim.AdamW)) == "adamw"
+    assert choose("sgd", TorchOptimizerAdapter(torch.optim.AdamW)) == "sgd"
+    with pytest.raises(ValueError, match="known rules"):
+        choose("lion", TorchOptimizerAdapter(torch.optim.AdamW))
+
+
+def test_unknown_rule_is_a_usage_error() -> None:
+    out = run_suite("conformance/test_exact.py", "--rule=lion")
+    assert out.rc == pytest.ExitCode.USAGE_ERROR
+
+
+def test_adam_offered_as_adamw_still_fails_decouple() -> None:
+    """--rule=adamw judges torch.optim.Adam as an AdamW: the L2 coupling is named."""
+    out = run_suite("conformance/test_decouple.py::test_moments", "--impl=torch.optim.Adam",
+                    "--rule=adamw")
+    assert out.rc == pytest.ExitCode.TESTS_FAILED
+    [message] = out.messages.values()
+    assert "Adam+L2 (coupled decay" in message
+
+
+@pytest.mark.parametrize("name", sorted(KILLS))
+def test_mutant_killed(name: str) -> None:
+    family, prop = KILLS[name].split(".")
+    out = run_suite(f"conformance/test_{family}.py::test_{prop}",
+                    f"--impl=impl.mutants.rules:{name}")
+    assert out.rc == pytest.ExitCode.TESTS_FAILED, name
+    assert any(KILLS[name] in m for m in out.messages.values()), out.messages
