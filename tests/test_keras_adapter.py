@@ -1,0 +1,30 @@
+"""The Keras adapter: keras.optimizers.AdamW puts eps before v's bias correction ("eps-hat"):
+the default spec fails it at the first step, the declared convention passes that step."""
+
+from __future__ import annotations
+
+import pytest
+
+# Imported first: it picks Keras' backend (torch) before keras itself is imported.
+from conformance.adapters.keras_adapter import KerasAdapter  # noqa: E402, I001
+
+pytest.importorskip("keras")
+from conformance.targets import resolve  # noqa: E402
+from tests.suite import run_suite  # noqa: E402
+
+
+@pytest.mark.parametrize("text", ["keras.optimizers.AdamW", "keras-adamw"])
+def test_resolves(text):
+    assert isinstance(resolve(text), KerasAdapter)
+
+
+def test_default_spec_fails_on_eps_placement():
+    out = run_suite("--impl=keras-adamw", "-k", "step_one")
+    assert out.failed(), out.results
+    assert any("bias.step_one" in m for m in out.messages.values())
+
+
+def test_declared_convention_passes_the_first_step():
+    out = run_suite("--impl=keras-adamw", "--conventions=eps=hat,counter=group", "-k",
+                    "step_one or decay_only or power_of_two or round_trip")
+    assert out.passed() and not out.failed(), out.messages
