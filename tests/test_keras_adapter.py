@@ -24,7 +24,9 @@ def test_default_spec_fails_on_eps_placement():
     assert any("bias.step_one" in m for m in out.messages.values())
 
 
-def test_declared_convention_passes_the_first_step():
+def test_declared_convention_passes_the_exact_properties():
+    # bias.step_one itself still fails under eps=hat where beta2 is within float32's spacing of
+    # 1: Keras forms 1 - beta2^t from float32(beta2) (README, "optax and Keras").
     out = run_suite("--impl=keras-adamw", "--conventions=eps=hat,counter=group", "-k",
-                    "step_one or decay_only or power_of_two or round_trip")
+                    "decay_only or power_of_two or round_trip")
     assert out.passed() and not out.failed(), out.messages
