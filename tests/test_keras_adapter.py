@@ -1,5 +1,6 @@
-"""The Keras adapter: keras.optimizers.AdamW puts eps before v's bias correction ("eps-hat"):
-the default spec fails it at the first step, the declared convention passes that step."""
+"""The Keras adapter: --impl resolves Keras' AdamW; the default spec fails it at the first step
+(eps before v's bias correction, and 1 - beta^t formed from float32 betas); under
+eps=hat,counter=group the exact properties that do not depend on 1 - beta^t pass."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def test_resolves(text):
     assert isinstance(resolve(text), KerasAdapter)
 
 
-def test_default_spec_fails_on_eps_placement():
+def test_default_spec_fails_at_the_first_step():
     out = run_suite("--impl=keras-adamw", "-k", "step_one")
     assert out.failed(), out.results
     assert any("bias.step_one" in m for m in out.messages.values())
