@@ -154,9 +154,24 @@ def failure(prop: str, cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[
         lines.append(f"    hyperparameters: {format_hyper(hypers[i])}")
     lines.append(f"  judged against: rule {cfg.model.rule.name}; precision "
                  f"{cfg.precision().label()}")
+    lines += [f"  note: {n}" for n in rounded_to_one(cfg.dtype, hypers)]
     if repro:
         lines.append("  reproduce:\n" + "\n".join("    " + r for r in repro.splitlines()))
     return "\n".join(lines)
+
+
+def rounded_to_one(dtype: str, hypers: Sequence[dict[str, float]]) -> list[str]:
+    """A diagnosis for the message, never a verdict: betas that become 1.0 in `dtype`, which an
+    implementation that casts its hyperparameters to the parameter dtype (Keras, optax) uses."""
+    import torch
+
+    seen = sorted({(k, h[k]) for h in hypers for k in ("beta1", "beta2")
+                   if k in h and h[k] != 1.0
+                   and torch.tensor(h[k], dtype=getattr(torch, dtype)).item() == 1.0})
+    return [f"{k}={b!r} rounds to 1.0 in {dtype}: an implementation that casts it to the "
+            f"parameter dtype stops decaying {'v' if k == 'beta2' else 'm'} (it accumulates "
+            f"instead of averaging) and its bias correction 1 - {k}^t is 0"
+            for k, b in seen]
 
 
 def reproduction(cfg: Config, prop: str) -> str:

@@ -4,7 +4,10 @@ Accepted forms:
     torch.optim.AdamW                     a dotted path to an Optimizer subclass, kernel or adapter
     mypkg.kernels:fused_adamw             module:attribute
     torch.optim.AdamW(foreach=True)       fixed keyword overrides, Python literals
+    optax.adamw                           an optax factory (adapters/optax_adapter.py)
+    keras.optimizers.AdamW                a Keras 3 optimizer class (adapters/keras_adapter.py)
     torch-loop | torch-foreach | torch-fused | torch-fused-kernel    short names
+    optax-adamw | keras-adamw             short names
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ SHORT_NAMES = {
     "torch-foreach": "torch.optim.AdamW(foreach=True)",
     "torch-fused": "torch.optim.AdamW(fused=True)",
     "torch-fused-kernel": "torch:_fused_adamw_",
+    "optax-adamw": "optax.adamw",
+    "keras-adamw": "keras.optimizers.AdamW",
 }
 
 FORMS = ("a dotted path 'pkg.mod.Attr' or 'pkg.mod:Attr' to a torch.optim.Optimizer subclass, "
          "a functional kernel (params, grads, exp_avgs, exp_avg_sqs, ...), or an adapter "
-         "(an object or module with create(setup)); optional fixed keywords as "
+         "(an object or module with create(setup)), an optax factory such as optax.adamw, "
+         "or a Keras 3 optimizer class such as keras.optimizers.AdamW; optional fixed keywords as "
          "'Path(foreach=True)'; or a short name: " + ", ".join(SHORT_NAMES))
 
 
@@ -90,7 +96,13 @@ def resolve(text: str) -> Any:
     from conformance.adapters.kernel import KernelAdapter, looks_like_kernel
     from conformance.adapters.torch_optim import TorchOptimizerAdapter
 
+    if parse(text)[0].split(".")[0] == "keras":
+        # Keras fixes its backend when first imported: the adapter chooses it before that.
+        import conformance.adapters.keras_adapter  # noqa: F401
     obj, path, kwargs = load(text)
+    foreign = _foreign_adapter(text, obj, path, kwargs)
+    if foreign is not None:
+        return foreign
     if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer):
         adapter = TorchOptimizerAdapter(obj, kwargs)
         unknown = [k for k in kwargs if k not in adapter.accepted and not adapter.takes_kwargs]
@@ -115,3 +127,22 @@ def resolve(text: str) -> Any:
     kind = type(obj).__name__
     raise TargetError(f"--impl={text!r}: {path} is a {kind}, which the suite cannot drive. "
                       f"Accepted: {FORMS}")
+
+
+def _foreign_adapter(text: str, obj: Any, path: str, kwargs: dict[str, Any]) -> Any:
+    """The optax or Keras adapter where `obj` is an optax factory or a Keras optimizer class,
+    else None. Their modules import optax/keras only when asked, so torch-only installs work."""
+    from conformance.adapters.optax_adapter import OptaxAdapter, looks_like_optax_factory
+
+    module = inspect.getmodule(obj)
+    root = (module.__name__ if module else getattr(obj, "__module__", "") or "").split(".")[0]
+    try:
+        if root == "keras" and inspect.isclass(obj):
+            from conformance.adapters.keras_adapter import KerasAdapter, is_keras_optimizer
+            if is_keras_optimizer(obj):
+                return KerasAdapter(obj, kwargs, name=path)
+        if looks_like_optax_factory(obj):
+            return OptaxAdapter(obj, kwargs, name=path)
+    except TypeError as e:
+        raise TargetError(f"--impl={text!r}: {e}") from None
+    return None

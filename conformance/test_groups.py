@@ -12,7 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import record
-from conformance.adapters.base import GroupSetup, ParamState, Run, Setup
+from conformance.adapters.base import (
+    NO_NONE_GRADS,
+    GroupSetup,
+    ParamState,
+    Run,
+    Setup,
+    takes_none_grads,
+)
 from conformance.drive import (
     Config,
     bit_difference,
@@ -197,6 +204,8 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
     gradient), and its counter must advance; where the state is not readable, the parameters are
     judged at the end against their exact trajectories.
     """
+    if not takes_none_grads(cfg.adapter):
+        pytest.skip(f"{cfg.adapter.name} {NO_NONE_GRADS}")
     rng = np.random.default_rng(seed)
     n = len(_NG_SHAPES)
     params0 = [theta.sample(rng, s, cfg.dtype) for s in _NG_SHAPES]
@@ -296,6 +305,8 @@ def test_order(cfg, hypers, order, inner, theta, g, n_steps, missing, seed):
     is elementwise, so nothing may depend on where a parameter sits (PyTorch's loop, foreach and
     fused paths all are).
     """
+    if not takes_none_grads(cfg.adapter):
+        missing = [False] * len(missing)  # every parameter has a gradient
     rng = np.random.default_rng(seed)
     params = [theta.sample(rng, s, cfg.dtype) for s in _OR_SHAPES]
     perm = _permuted(order, inner)  # perm[j] = original index of the permuted run's parameter j

@@ -102,5 +102,15 @@ class Adapter(Protocol):
     def create(self, setup: Setup) -> Run: ...
 
 
+def takes_none_grads(adapter: Any) -> bool:
+    """Whether the target has "no gradient this step" (None). Frameworks without it (JAX, where
+    an unused parameter's gradient is zero) set `none_grads = False` on the adapter; properties
+    that need a missing gradient then skip, or draw none, saying why."""
+    return bool(getattr(adapter, "none_grads", True))
+
+
+NO_NONE_GRADS = "has no missing gradient (None): a framework without it cannot be judged on it"
+
+
 def capability(run: Any, name: str) -> bool:
     return callable(getattr(run, name, None))

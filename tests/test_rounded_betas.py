@@ -1,0 +1,11 @@
+"""The failure note for betas that a low-precision dtype rounds to 1.0 (Keras and optax cast
+their hyperparameters to the parameter dtype)."""
+
+from conformance.drive import rounded_to_one
+
+
+def test_names_beta2_in_bfloat16_only():
+    hyper = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
+    notes = rounded_to_one("bfloat16", [hyper])
+    assert len(notes) == 1 and notes[0].startswith("beta2=0.999 rounds to 1.0 in bfloat16")
+    assert rounded_to_one("float32", [hyper]) == []
