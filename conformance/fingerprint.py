@@ -127,6 +127,8 @@ def _cell(text: str) -> str:
 
 # --- judging one observation against candidates ---------------------------------------------
 
+# Small parameters against lr ~ 1: the probed step, not theta's own rounding, dominates.
+_SMALL = (0.0625, -0.09375, 0.046875, -0.03125, 0.078125, -0.0546875, 0.0390625, -0.0703125)
 _BASE = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
 
 
@@ -244,21 +246,23 @@ class _Prober:
         self.step(run, [self.x([0.25, -0.75])])
 
     def coupling(self) -> dict[str, Answer]:
-        """Zero gradients from a fresh state at lr=0.5, wd=0.4: AdamW only decays (theta * 0.8
-        with lr coupling, theta * 0.6 with independent), Adam+L2 takes a full adaptive step on
-        wd*theta, an optimizer without decay stays put. Then set_lr(0.125) and another zero
-        step: decay factor 0.95 (lr), 0.9 (schedule: 0.125/0.5 * wd), 0.6 (independent)."""
-        lr0, wd = 0.5, 0.4
+        """Zero gradients from a fresh state at lr=0.5, wd=0.8: AdamW only decays, by 1 - lr*wd
+        = 0.6 (lr coupling) or 1 - wd = 0.2 (independent, and schedule, whose lr/initial_lr is 1
+        before any change); Adam+L2 takes a full adaptive step on wd*theta; an optimizer
+        without decay stays put. Then set_lr(0.125) and another zero step: decay factor 0.9
+        (lr), 0.8 (schedule: 0.125/0.5 * wd), 0.2 (independent); a decay stuck at the initial
+        lr gives 0.6."""
+        lr0, wd = 0.5, 0.8
         h = {**_BASE, "lr": lr0, "weight_decay": wd}
-        theta = self.x([1.0, -1.5, 0.75, -0.3125, 2.0, 0.5])
+        theta = self.x(_SMALL[:6])
         zero = np.zeros_like(theta)
         run = self.create(self.setup([([theta], h)]))
         after = self.step(run, [zero])
         fresh = [ParamState(np.zeros_like(theta), np.zeros_like(theta), 0)]
+        by_lr, by_wd = "decoupled, 1 - lr*wd", "decoupled, 1 - wd"
         cands = {
-            "decoupled (lr)": Candidate("", self.model(decay_coupling="lr"), fresh, [h]),
-            "decoupled (independent)": Candidate(
-                "", self.model(decay_coupling="independent"), fresh, [h]),
+            by_lr: Candidate("", self.model(decay_coupling="lr"), fresh, [h]),
+            by_wd: Candidate("", self.model(decay_coupling="independent"), fresh, [h]),
             "L2": Candidate("", Model("adam_l2", replace(self.found, decay_coupling="lr")),
                             fresh, [h]),
             "none": Candidate("", Model("adam", replace(self.found, decay_coupling="lr")),
@@ -269,30 +273,28 @@ class _Prober:
                   f"theta={theta.tolist()}")
         answer = _decide(first, probe1)
         out: dict[str, Answer] = {}
-        if answer.value.startswith("decoupled"):
-            out["coupling"] = Answer("decoupled", answer.evidence, answer.confident)
-            coupling = answer.value[len("decoupled ("):-1]
-        else:
+        if not answer.value.startswith("decoupled"):
             out["coupling"] = answer
             why = (f"{NOT_APPLICABLE}: weight decay is not decoupled (coupling: {answer.value})")
             out["decay_coupling"] = Answer(why, answer.evidence, answer.confident)
             if answer.value == "L2":
                 self.rule = "adam_l2"
             return out
-        probe_run = run
-        if not capability(probe_run, "set_lr"):
-            if coupling == "lr":
-                out["decay_coupling"] = Answer(
-                    "lr", f"{probe1}: factor 1 - lr*wd; lr vs schedule (lr/initial_lr) not "
-                          "separable: the adapter cannot change lr (no set_lr)", False)
+        out["coupling"] = Answer("decoupled", answer.evidence, answer.confident)
+        if not capability(run, "set_lr"):
+            if answer.value == by_lr:
+                dc = Answer("lr", f"{probe1}: factor 1 - lr*wd at the initial lr, which only lr "
+                                  "coupling gives", answer.confident)
             else:
-                out["decay_coupling"] = Answer(coupling, answer.evidence, answer.confident)
-            self.found = replace(self.found, decay_coupling=out["decay_coupling"].value)
+                dc = Answer("independent", f"{probe1}: factor 1 - wd: independent, or schedule "
+                                           "(lr/initial_lr = 1 at the initial lr); not separable: "
+                                           "the adapter cannot change lr (no set_lr)", False)
+            out["decay_coupling"] = dc
+            self.found = replace(self.found, decay_coupling=dc.value)
             return out
         lr1 = 0.125
-        guarded("set_lr()", probe_run.set_lr, 0, lr1, timeout=self.cfg.timeout)
-        before = after
-        after2 = self.step(probe_run, [zero])
+        guarded("set_lr()", run.set_lr, 0, lr1, timeout=self.cfg.timeout)
+        after2 = self.step(run, [zero])
         now = {**h, "lr": lr1}
         zeros1 = [ParamState(np.zeros_like(theta), np.zeros_like(theta), 1)]
         cands2 = {
@@ -302,29 +304,29 @@ class _Prober:
             "independent": Candidate("", self.model(decay_coupling="independent"), zeros1,
                                      [now]),
         }
-        second = {k: self.worst(c, before, [zero], after2) for k, c in cands2.items()}
-        probe2 = (f"then set_lr({lr1}) and another zero-gradient step (initial lr {lr0}, "
-                  f"weight_decay {wd})")
+        second = {k: self.worst(c, after, [zero], after2) for k, c in cands2.items()}
+        probe2 = (f"{probe1}: {answer.value}; then set_lr({lr1}) and another zero-gradient "
+                  f"step")
         dc = _decide(second, probe2, _explain("decay_coupling"))
-        if dc.value in CHOICES["decay_coupling"] and not first.get(
-                "decoupled (lr)" if dc.value != "independent" else "decoupled (independent)",
-                0.0) <= 1.0:
-            dc = Answer(dc.value, dc.evidence + "; but the first step disagreed", False)
+        agrees = {"lr": by_lr, "schedule": by_wd, "independent": by_wd}.get(dc.value)
+        if agrees is not None and agrees != answer.value:
+            dc = Answer(dc.value, dc.evidence + f"; but the first step gave {answer.value}",
+                        False)
         out["decay_coupling"] = dc
         if dc.value in CHOICES["decay_coupling"]:
             self.found = replace(self.found, decay_coupling=dc.value)
         return out
 
     def decay_target(self) -> Answer:
-        """One step from fresh state with lr=0.5, wd=0.4, |g| >> eps: the Adam step is about
-        lr*sign(g) = 0.5, the decay factor 0.8 (lr coupling): decaying the previous parameters
-        or the updated ones differs by lr*wd*0.5 = 0.1 per element."""
+        """One step from fresh state with lr=0.5, wd=0.8, |g| >> eps: the Adam step is about
+        lr*sign(g) = 0.5, the decay factor 0.6 (lr coupling): decaying the previous parameters
+        or the updated ones differs by lr*wd*0.5 = 0.2 per element."""
         if self.rule != "adamw":
             return Answer(f"{NOT_APPLICABLE}: weight decay is not decoupled", "see coupling",
                           True)
-        lr, wd = 0.5, 0.4
+        lr, wd = 0.5, 0.8
         h = {**_BASE, "lr": lr, "weight_decay": wd, "initial_lr": lr}
-        theta = self.x([1.0, -1.5, 0.75, -0.3125, 2.0, 0.5])
+        theta = self.x(_SMALL[:6])
         g = self.x([0.5, 0.25, -1.0, 2.0, -0.125, 1.0])
         run = self.create(self.setup([([theta], h)]))
         after = self.step(run, [g])
@@ -341,8 +343,8 @@ class _Prober:
         """One step from fresh state (t=1) with wd=0, beta2=0.99 and eps=0.01 against |g| from
         0.01 to 4: mh/(sqrt(vh)+eps) = g/(|g|+eps); eps-hat = eps/sqrt(1-beta2) = 0.1 there;
         inside the root g/sqrt(g^2+eps): at g=0.1 these are 0.91, 0.5 and 0.71."""
-        h = {**_BASE, "lr": 0.25, "beta2": 0.99, "eps": 0.01, "initial_lr": 0.25}
-        theta = self.x([1.0, -1.5, 0.75, -0.3125, 2.0, 0.5])
+        h = {**_BASE, "lr": 1.0, "beta2": 0.99, "eps": 0.01, "initial_lr": 1.0}
+        theta = self.x(_SMALL[:6])
         g = self.x([0.1, -0.03125, 0.5, 4.0, -0.01, 0.25])
         run = self.create(self.setup([([theta], h)]))
         after = self.step(run, [g])
@@ -361,9 +363,8 @@ class _Prober:
         c is judged from fresh state at t=1 (own counter) or t=4 (a counter that kept counting):
         per parameter: b and c at 1; per group: b at 4, c at 1; global: both at 4."""
         k = 3
-        h = {**_BASE, "lr": 0.25, "eps": 1e-6, "initial_lr": 0.25}
-        theta = [self.x([1.0, -1.5, 0.75, -0.3125]), self.x([2.0, 0.5, -1.0, 1.25]),
-                 self.x([-0.75, 1.5, 0.625, -2.0])]
+        h = {**_BASE, "lr": 1.0, "eps": 1e-6, "initial_lr": 1.0}
+        theta = [self.x(_SMALL[:4]), self.x(_SMALL[4:]), self.x(_SMALL[2:6])]
         g = [self.x([0.5, 0.25, -1.0, 2.0]), self.x([-0.125, 1.0, 0.375, -0.5]),
              self.x([0.25, -2.0, 0.75, 0.0625])]
         run = self.create(self.setup([([theta[0], theta[1]], h), ([theta[2]], h)]))
@@ -396,8 +397,8 @@ class _Prober:
     def moments(self) -> Answer:
         """One step from fresh state, state read back: at t=1 raw m = (1-b1) g = 0.1 g, the
         debiased state holds m/(1-b1) = g (and v likewise)."""
-        h = {**_BASE, "lr": 0.25, "eps": 1e-6, "initial_lr": 0.25}
-        theta = self.x([1.0, -1.5, 0.75, -0.3125])
+        h = {**_BASE, "lr": 1.0, "eps": 1e-6, "initial_lr": 1.0}
+        theta = self.x(_SMALL[:4])
         g = [self.x([0.5, 0.25, -1.0, 2.0]), self.x([-0.125, 1.0, 0.375, -0.5])]
         run = self.create(self.setup([([theta], h)]))
         after = self.step(run, [g[0]])
@@ -416,32 +417,46 @@ class _Prober:
         return ans
 
     def amsgrad(self) -> Answer:
-        """amsgrad=True, three steps: a large gradient, then two small ones. The raw maximum
-        keeps v_1 and divides by the growing 1-b2^t; the corrected maximum keeps v_1/(1-b2)
-        = g_1^2: at t=3 the denominators differ by about sqrt(3); without AMSGrad the small
-        gradients' v decays instead. Judged on theta along the exact trajectory."""
+        """amsgrad=True, beta2=0.5, three steps: a large gradient G, then two small ones. At
+        t=3 the raw maximum keeps v_1 and gives vh = v_1/(1-b2^3) = 0.57 G^2, the corrected
+        maximum keeps v_1/(1-b2) = G^2, without AMSGrad vh decays to 0.14 G^2. Judged on theta
+        against each exact trajectory."""
         accepts = getattr(self.cfg.adapter, "accepts", None)
         opts = getattr(self.cfg.adapter, "options", {}) or {}
         if not (accepts("amsgrad") if accepts else "amsgrad" in opts):
             return Answer(f"{NOT_APPLICABLE}: the target takes no amsgrad option",
                           "adapter options: " + (", ".join(opts) or "none"), True)
-        h = {**_BASE, "lr": 0.25, "beta2": 0.9, "eps": 1e-6, "initial_lr": 0.25}
-        theta = self.x([1.0, -1.5, 0.75, -0.3125])
+        h = {**_BASE, "lr": 1.0, "beta1": 0.5, "beta2": 0.5, "eps": 1e-6, "initial_lr": 1.0}
+        theta = self.x(_SMALL[:4])
         grads = [self.x([4.0, -2.0, 8.0, 1.0]), self.x([0.25, -0.125, 0.5, 0.0625]),
                  self.x([0.125, 0.25, -0.5, 0.03125])]
         run = self.create(self.setup([([theta], h)], {"amsgrad": True}))
+        n = len(theta)
+        before, before_state = [theta], [ParamState(np.zeros(n), np.zeros(n), 0, np.zeros(n))]
+        steps = []
         for gr in grads:
             after = self.step(run, [gr])
-        res = {}
-        for v in CHOICES["amsgrad"]:
-            model = self.model(amsgrad=v)
-            prec = self.cfg.precision()
-            exact, bound = trajectory(model, prec, theta, grads, h)
-            r = ratios(after[0], exact["theta"], bound)
-            r = np.where(np.isfinite(after[0]), r, np.inf)
-            res[v] = float(np.nanmax(r)) if np.any(~np.isnan(r)) else np.inf
-        return _decide(res, "amsgrad=True, 3 steps (a large gradient, then small ones), "
-                            "theta judged against each exact trajectory", _explain("amsgrad"))
+            now = self.states(run, 1)
+            steps.append((before, before_state, gr, after, now))
+            before, before_state = after, now
+        res: dict[str, float] = {}
+        if all(st[4] is not None for st in steps):
+            # State readable: each step judged from the target's own state (vmax included).
+            for v in CHOICES["amsgrad"]:
+                cands = [Candidate(v, self.model(amsgrad=v), st[1], [h]) for st in steps]
+                res[v] = max(self.worst(c, st[0], [st[2]], st[3], st[4])
+                             for c, st in zip(cands, steps, strict=True))
+            how = "each step judged from the state read back (vmax included)"
+        else:
+            for v in CHOICES["amsgrad"]:
+                exact, bound = trajectory(self.model(amsgrad=v), self.cfg.precision(), theta,
+                                          grads, h)
+                r = ratios(after[0], exact["theta"], bound)
+                r = np.where(np.isfinite(after[0]), r, np.inf)
+                res[v] = float(np.nanmax(r)) if np.any(~np.isnan(r)) else np.inf
+            how = "theta judged against each exact trajectory (state not readable)"
+        return _decide(res, "amsgrad=True, beta2=0.5, 3 steps (a large gradient, then small "
+                            f"ones), {how}", _explain("amsgrad"))
 
     def precision(self) -> Answer:
         if self.dtype not in LOW_DTYPES:
@@ -455,30 +470,57 @@ class _Prober:
                       all(p.confident for p in parts))
 
     def _compute_precision(self) -> Answer:
-        """Fresh steps with lr well above |theta| (the update's own roundings then exceed the
-        float32-compute bound if they happen in the parameter dtype), judged against the
-        float32-compute and the parameter-dtype-compute profiles (conformance.precision)."""
+        """Is each step within the bound of float32 arithmetic, or only within that of
+        arithmetic in the parameter dtype (conformance.precision)? Where the state is readable,
+        a step whose gradient nearly cancels the first moment, g = -b1/(1-b1) m (1 +- 2^-6),
+        judged from the state read back: b1*m rounded to the parameter dtype before the sum
+        shows at once (the same probe as dtype.precision). Otherwise fresh steps with eps ~ |g|
+        and lr >> |theta|, which only larger errors fail."""
         model = self.model(rule=self.rule)
         rng = np.random.default_rng(20260)
         seen = {"steps": 0, "float32": 0, self.dtype: 0}
-        for lr, wd in ((1.0, 0.0), (0.5, 0.1), (0.125, 0.01), (2.0, 0.0)):
-            h = {**_BASE, "lr": lr, "weight_decay": wd, "eps": 1e-6, "initial_lr": lr}
-            theta = self.x(rng.uniform(-0.05, 0.05, 16))
-            g = self.x(rng.choice([-1, 1], 16) * 10 ** rng.uniform(-3, 1, 16))
+        readable = True
+        for lr, wd, b1, b2 in ((1e-2, 1e-2, 0.9, 0.999), (0.1, 0.1, 0.5, 0.99),
+                               (1e-3, 0.0, 0.9, 0.9), (1.0, 0.0, 0.99, 0.95)):
+            h = {**_BASE, "lr": lr, "weight_decay": wd, "eps": 1e-8, "beta1": b1, "beta2": b2,
+                 "initial_lr": lr}
+            theta = self.x(rng.uniform(-1, 1, 16))
+            g1 = self.x(rng.choice([-1, 1], 16) * 10 ** rng.uniform(-2, 0, 16))
             run = self.create(self.setup([([theta], h)]))
-            after = self.step(run, [g])
-            states = read_each_state(run, 1)
-            fresh = [ParamState(np.zeros(16), np.zeros(16), 0)]
+            x1 = self.step(run, [g1])
+            s1 = read_each_state(run, 1)
+            if s1[0] is None:
+                readable = False
+                break
+            g2 = self.x(-b1 / (1 - b1) * s1[0].m * (1 + 2.0**-6 * rng.uniform(-1, 1, 16)))
+            x2 = self.step(run, [g2])
+            s2 = read_each_state(run, 1)
             seen["steps"] += 1
             for compute in ("float32", self.dtype):
-                seen[compute] += within_compute(self.declared, model, [theta], fresh, [g], [h],
-                                                after, states, compute)
+                seen[compute] += within_compute(self.declared, model, x1, s1, [g2], [h], x2, s2,
+                                                compute)
+        how = "second steps with g cancelling b1*m, judged from the state read back"
+        if not readable:
+            how = "fresh steps with eps ~ |g| (state not readable: a weaker probe)"
+            seen = {"steps": 0, "float32": 0, self.dtype: 0}
+            for lr, wd, b1, b2 in ((1.0, 0.0, 0.9, 0.999), (0.5, 0.1, 0.5, 0.99),
+                                   (0.75, 0.01, 0.9, 0.9), (2.0, 0.0, 0.0, 0.95)):
+                h = {**_BASE, "lr": lr, "weight_decay": wd, "eps": 0.1, "beta1": b1,
+                     "beta2": b2, "initial_lr": lr}
+                theta = self.x(rng.uniform(-0.05, 0.05, 16))
+                g = self.x(rng.choice([-1, 1], 16) * 10 ** rng.uniform(-2, 0, 16))
+                run = self.create(self.setup([([theta], h)]))
+                after = self.step(run, [g])
+                fresh = [ParamState(np.zeros(16), np.zeros(16), 0)]
+                seen["steps"] += 1
+                for compute in ("float32", self.dtype):
+                    seen[compute] += within_compute(self.declared, model, [theta], fresh, [g],
+                                                    [h], after, None, compute)
         verdict = compute_verdict(seen, self.dtype, self.declared.precision().label())
         value = (f"computes in float32, stores {self.dtype}" if verdict.kind == "float32"
                  else f"computes in {self.dtype}" if verdict.kind == self.dtype
                  else "matches neither precision profile")
-        return Answer(value, "fresh steps with lr >> |theta|: " + verdict.text,
-                      verdict.kind != "neither")
+        return Answer(value, f"{how}: {verdict.text}", verdict.kind != "neither" and readable)
 
     def _decay_only(self) -> Answer:
         """100 zero-gradient steps with lr*wd = 1e-4 on theta = 1: each exact step is below
