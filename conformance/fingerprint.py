@@ -463,8 +463,7 @@ class _Prober:
             return Answer(f"{NOT_APPLICABLE} for {self.dtype} parameters",
                           "effective precision is probed for bfloat16/float16 parameters "
                           "(--dtype=bfloat16 or float16)", True)
-        parts = [self._compute_precision()]
-        parts.append(self._decay_only())
+        parts = [self._compute_precision(), self._decay_only(), self._hyperparameters()]
         values = [p.value for p in parts if p.value]
         return Answer("; ".join(values), " | ".join(p.evidence for p in parts),
                       all(p.confident for p in parts))
@@ -521,6 +520,35 @@ class _Prober:
                  else f"computes in {self.dtype}" if verdict.kind == self.dtype
                  else "matches neither precision profile")
         return Answer(value, f"{how}: {verdict.text}", verdict.kind != "neither" and readable)
+
+    def _hyperparameters(self) -> Answer:
+        """One fresh step with the usual beta2=0.999, eps=1e-8 and a zero gradient element: the
+        exact step is finite. Rounded to the parameter dtype, beta2 becomes 1.0 in bf16 (v stays
+        0 and 1 - beta2^t = 0) and eps becomes 0 in fp16 (0/0 where g = 0): non-finite or
+        frozen parameters then say the hyperparameters were rounded."""
+        h = {**_BASE, "lr": 1e-2, "initial_lr": 1e-2}
+        theta = self.x(_SMALL[:4])
+        g = self.x([0.5, 0.0, -0.25, 1.0])
+        run = self.create(self.setup([([theta], h)]))
+        after = self.step(run, [g])[0]
+        rounded = {k: float(self.x([v])[0]) for k, v in h.items() if k != "initial_lr"}
+        degenerate = [f"{k}={h[k]!r} -> {v!r}" for k, v in rounded.items()
+                      if (k.startswith("beta") and v == 1.0) or (k != "weight_decay" and v == 0.0)]
+        exact = self.model(rule=self.rule).oracle.step(theta, g, {}, h, 1)["theta"]
+        moves = np.array([float(e) for e in exact]) != theta
+        evidence = (f"hyperparameters: one fresh step at lr=1e-2, beta2=0.999, eps=1e-8 with a "
+                    f"zero gradient element; in {self.dtype} they round to "
+                    + ", ".join(f"{k}={v!r}" for k, v in rounded.items()))
+        broken = ~np.isfinite(after) | (moves & (after == theta) & (g != 0))
+        if np.any(broken):
+            why = ("; ".join(degenerate) if degenerate else "no hyperparameter degenerates")
+            return Answer(f"hyperparameters degenerate in {self.dtype} ({why}): "
+                          f"{int(broken.sum())} of {after.size} elements non-finite or frozen",
+                          evidence + f"; got {after.tolist()} (the hyperparameter itself is "
+                          f"rounded, or an intermediate holding it is stored in {self.dtype})",
+                          bool(degenerate))
+        return Answer("", evidence + "; the step is finite and moves: no sign of rounded "
+                                     "hyperparameters", True)
 
     def _decay_only(self) -> Answer:
         """100 zero-gradient steps with lr*wd = 1e-4 on theta = 1: each exact step is below
