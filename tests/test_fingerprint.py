@@ -103,3 +103,9 @@ def test_cli_bad_impl_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["--impl=no.such.module:Thing"]) == 2
     err = capsys.readouterr().err
     assert "nothing found" in err and "Traceback" not in err
+
+
+def test_a_hanging_implementation_is_an_answer() -> None:
+    found = fingerprint(resolve("impl.broken:HangingAdamW"), timeout=0.5)
+    assert all(a.value.startswith(UNDETERMINED) and "did not return" in a.value
+               for a in found.answers.values()), found.table()
