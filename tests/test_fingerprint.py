@@ -109,3 +109,10 @@ def test_a_hanging_implementation_is_an_answer() -> None:
     found = fingerprint(resolve("impl.broken:HangingAdamW"), timeout=0.5)
     assert all(a.value.startswith(UNDETERMINED) and "did not return" in a.value
                for a in found.answers.values()), found.table()
+
+
+def test_conventions_auto_judges_against_the_fingerprint() -> None:
+    from tests.suite import run_suite
+    target = "--impl=impl.conventions:EpsHatAdamW"
+    assert run_suite(target, "-k", "step_one").rc == pytest.ExitCode.TESTS_FAILED
+    assert run_suite(target, "--conventions=auto", "-k", "step_one").rc == pytest.ExitCode.OK
