@@ -50,7 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(default: float32 for bf16/fp16 parameters, else the dtype)")
     group.addoption("--conventions", default="default",
                     help="AdamW conventions the implementation claims, e.g. 'eps=hat' or "
-                         "'decay_coupling=independent,counter=group' (see README)")
+                         "'decay_coupling=independent,counter=group' (see README), or 'auto': "
+                         "the ones python -m conformance.fingerprint finds")
     group.addoption("--xfails", default=None,
                     help="file of test ids or catalogue ids expected to fail, one per line, "
                          "# comments allowed")
@@ -75,7 +76,15 @@ def _config(config: pytest.Config) -> Config:
     text = config.getoption("--impl")
     try:
         adapter = resolve(text)
-        convention = Convention.parse(config.getoption("--conventions"))
+        conventions = config.getoption("--conventions")
+        if conventions.strip() == "auto":
+            # Judge against what the target's behaviour shows (conformance/fingerprint.py).
+            from conformance.fingerprint import fingerprint
+            convention = fingerprint(adapter, config.getoption("--dtype"),
+                                     config.getoption("--device"),
+                                     config.getoption("--impl-timeout"), text).convention()
+        else:
+            convention = Convention.parse(conventions)
         rule = rules.choose(config.getoption("--rule"), adapter)
         model = Model(rule, convention)
         model.rule  # noqa: B018 - conventions on a non-Adam rule are a usage error, said now
@@ -120,7 +129,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"conformance: impl={cfg.adapter.name} version={cfg.adapter.version}",
         f"conformance: device={cfg.device} dtype={cfg.dtype} precision={cfg.precision().label()}",
-        f"conformance: rule={cfg.model.rule.name} conventions={cfg.model.convention.label()}",
+        f"conformance: rule={cfg.model.rule.name} conventions={cfg.model.convention.label()}"
+        + (" (auto: found by the fingerprint)"
+           if config.getoption("--conventions").strip() == "auto" else ""),
         f"conformance: hypothesis profile={profile} seed="
         + (str(seed) if seed is not None
            else "derandomized" if settings().derandomize else "random"),

@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from conformance import record
 from conformance.drive import can_replay, failure, judge_step, prepare, reproduction
-from conformance.judge import compare
+from conformance.precision import LOW_DTYPES as LOW
+from conformance.precision import compute_verdict, within_compute
 from conformance.strategies import representable, step_cases
 
 pytestmark = pytest.mark.catalogue("dtype")
-
-LOW = ("bfloat16", "float16")
-
-
-def _within(cfg, outcome, case, compute: str) -> bool:
-    """Whether the step just judged is also within the bound of the profile that computes in
-    `compute` (same parameter and state formats): the behavioural test of what the target's
-    arithmetic is."""
-    theta = case.setup.groups[0].params[0]
-    s = case.states[0]
-    sdtype = outcome.states[0].dtype if outcome.states else None
-    prec = replace(cfg, compute=compute).precision(sdtype)
-    bnd = cfg.model.bounds(theta, case.grads[0], s.as_mapping(), case.hyper, s.step + 1, prec)
-    got = {"theta": outcome.params[0]}
-    if outcome.states is not None:
-        got.update(outcome.states[0].as_mapping())
-    exact = outcome.exact[0]
-    with record.suspended():
-        return all(compare(name, value, exact[name], bnd[name],
-                           cfg.dtype if name == "theta" else (sdtype or cfg.dtype)) is None
-                   for name, value in got.items() if name in bnd)
 
 
 def test_precision(cfg, record_property):
@@ -80,19 +57,11 @@ def test_precision(cfg, record_property):
             note=f"declared precision {declared}", repro=reproduction(cfg, "dtype.precision"))
         seen["steps"] += 1
         for compute in ("float32", cfg.dtype):
-            seen[compute] += _within(cfg, outcome, case, compute)
+            seen[compute] += within_compute(cfg, cfg.model, params, case.states, case.grads,
+                                            [case.hyper], outcome.params, outcome.states,
+                                            compute, outcome.exact)
 
     steps()
-    n = seen["steps"]
-    if seen["float32"] == n:
-        verdict = (f"computes in float32 and stores {cfg.dtype}: all {n} steps within the "
-                   "float32-compute bound")
-    elif seen[cfg.dtype] == n:
-        verdict = (f"computes in {cfg.dtype}: {n - seen['float32']} of {n} steps are outside the "
-                   f"float32-compute bound, all within the {cfg.dtype}-compute bound")
-    else:
-        verdict = (f"matches neither profile on every step: {seen['float32']} of {n} within the "
-                   f"float32-compute bound, {seen[cfg.dtype]} within the {cfg.dtype}-compute "
-                   f"bound (declared: {declared})")
+    verdict = compute_verdict(seen, cfg.dtype, declared).text
     record_property("effective_compute", verdict)
     print(f"dtype.precision: {cfg.adapter.name} ({cfg.dtype}): {verdict}")
