@@ -27,7 +27,8 @@ def test_default_spec_fails_at_the_first_step():
 
 def test_declared_convention_passes_the_exact_properties():
     # bias.step_one itself still fails under eps=hat where beta2 is within float32's spacing of
-    # 1: Keras forms 1 - beta2^t from float32(beta2) (README, "optax and Keras").
+    # 1: Keras forms 1 - beta2^t from float32(beta2) (README, "optax and Keras"); and
+    # decouple.decay_only can fail by a few ulps, as Keras casts lr (and lr * wd) to float32.
     out = run_suite("--impl=keras-adamw", "--conventions=eps=hat,counter=group", "-k",
-                    "decay_only or power_of_two or round_trip")
+                    "power_of_two or round_trip")
     assert out.passed() and not out.failed(), out.messages
