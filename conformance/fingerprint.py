@@ -183,7 +183,14 @@ def _decide(results: dict[str, float], probe: str,
         what = f" ({explain(matches[0])})" if explain else ""
         return Answer(matches[0], evidence + what, True)
     if not matches:
-        return Answer(NO_MATCH, evidence + "; no candidate is within its bound", False)
+        ranked = sorted(results.items(), key=lambda kv: kv[1])
+        nearest = ""
+        if len(ranked) > 1 and ranked[0][1] * 100 <= ranked[1][1]:
+            # e.g. a target that rounds its hyperparameters to float32 (Keras): one convention
+            # is near, just outside the bound, and the others are orders of magnitude away.
+            nearest = (f"; nearest: {ranked[0][0]} ({_ratio_text(ranked[0][1])} x its bound, "
+                       "the others >= 100 times farther): a precision deviation on top of it?")
+        return Answer(NO_MATCH, evidence + "; no candidate is within its bound" + nearest, False)
     return Answer(matches[0], evidence + f"; indistinguishable here: {', '.join(matches)}", False)
 
 
