@@ -27,6 +27,7 @@ class Audit:
     impl: str
     dtype: str
     what: str  # one line for the README
+    args: tuple[str, ...] = ()  # further suite options (declared conventions)
 
 
 AUDITS = (
@@ -39,6 +40,13 @@ AUDITS = (
     Audit("torch-fused-bfloat16", "torch-fused", "bfloat16", "torch.optim.AdamW(fused=True)"),
     Audit("optax-adamw-float32", "optax-adamw", "float32", "optax.adamw (JAX)"),
     Audit("keras-adamw-float32", "keras-adamw", "float32", "keras.optimizers.AdamW (Keras 3)"),
+    Audit("keras-adamw-float32-declared", "keras-adamw", "float32",
+          "keras.optimizers.AdamW, its conventions declared (eps=hat, counter=group)",
+          ("--conventions=eps=hat,counter=group",)),
+    Audit("optax-adamw-bfloat16", "optax-adamw", "bfloat16", "optax.adamw (JAX)"),
+    Audit("keras-adamw-bfloat16", "keras-adamw", "bfloat16",
+          "keras.optimizers.AdamW, its conventions declared (eps=hat, counter=group)",
+          ("--conventions=eps=hat,counter=group",)),
 )
 
 
@@ -55,7 +63,7 @@ def run(audit: Audit, out: Path, profile: str) -> str | None:
     """Run one audit; None if its report was written, else the reason it was not."""
     cmd = [sys.executable, "-m", "pytest", "conformance", f"--impl={audit.impl}",
            f"--dtype={audit.dtype}", f"--hypothesis-profile={profile}",
-           f"--report={audit.name}", "-q", "-p", "no:cacheprovider"]
+           f"--report={audit.name}", *audit.args, "-q", "-p", "no:cacheprovider"]
     if out.resolve() != (ROOT / "reports").resolve():
         cmd.append(f"--report-dir={out}")
     started = time.time()
