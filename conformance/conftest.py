@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 from conformance import rules
+from conformance.adapters.base import declared_orders
 from conformance.drive import Config
 from conformance.judge import Model
 from conformance.strategies import use_rule
@@ -86,7 +87,7 @@ def _config(config: pytest.Config) -> Config:
         else:
             convention = Convention.parse(conventions)
         rule = rules.choose(config.getoption("--rule"), adapter)
-        model = Model(rule, convention)
+        model = Model(rule, convention, declared_orders=declared_orders(adapter))
         model.rule  # noqa: B018 - conventions on a non-Adam rule are a usage error, said now
     except (TargetError, ValueError) as e:
         raise pytest.UsageError(str(e)) from None

@@ -162,16 +162,24 @@ def failure(prop: str, cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[
 
 def rounded_to_one(dtype: str, hypers: Sequence[dict[str, float]]) -> list[str]:
     """A diagnosis for the message, never a verdict: betas that become 1.0 in `dtype`, which an
-    implementation that casts its hyperparameters to the parameter dtype (Keras, optax) uses."""
+    implementation that casts its hyperparameters to the parameter dtype (Keras, optax) uses,
+    and betas whose 1 - beta that cast moves by more than 5% (bf16(0.99) = 0.98828125: 17%)."""
     import torch
 
-    seen = sorted({(k, h[k]) for h in hypers for k in ("beta1", "beta2")
-                   if k in h and h[k] != 1.0
-                   and torch.tensor(h[k], dtype=getattr(torch, dtype)).item() == 1.0})
-    return [f"{k}={b!r} rounds to 1.0 in {dtype}: an implementation that casts it to the "
-            f"parameter dtype stops decaying {'v' if k == 'beta2' else 'm'} (it accumulates "
-            f"instead of averaging) and its bias correction 1 - {k}^t is 0"
-            for k, b in seen]
+    notes = []
+    for k, b in sorted({(k, h[k]) for h in hypers for k in ("beta1", "beta2")
+                        if k in h and h[k] != 1.0}):
+        cast = torch.tensor(b, dtype=getattr(torch, dtype)).item()
+        if cast == 1.0:
+            notes.append(f"{k}={b!r} rounds to 1.0 in {dtype}: an implementation that casts it "
+                         f"to the parameter dtype stops decaying {'v' if k == 'beta2' else 'm'} "
+                         f"(it accumulates instead of averaging) and its bias correction "
+                         f"1 - {k}^t is 0")
+        elif b < 1.0 and abs((1 - cast) - (1 - b)) > 0.05 * (1 - b):
+            notes.append(f"{k}={b!r} is {cast!r} in {dtype}: an implementation that casts it "
+                         f"to the parameter dtype has 1 - {k} off by "
+                         f"{abs(cast - b) / (1 - b):.0%}, and its bias correction with it")
+    return notes
 
 
 def reproduction(cfg: Config, prop: str) -> str:

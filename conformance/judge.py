@@ -23,7 +23,7 @@ from spec.filter import mode as oracle_mode
 from spec.formats import format_of
 from spec.lazy_oracle import ExactOutput, lazy_step
 from spec.oracle import Oracle, StepResult
-from spec.orders import adam_orders, adamw_orders, straightforward
+from spec.orders import DECLARABLE, adam_orders, adamw_orders, straightforward
 from spec.rounding import round_to, ulp_distance
 from spec.rule import Rule
 
@@ -36,6 +36,15 @@ class Model:
     rule_name: str = "adamw"
     convention: Convention = field(default_factory=Convention)
     maximize: bool = False
+    #: Evaluation orders the implementation declares (`spec.orders.DECLARABLE`, an adapter's
+    #: `orders` attribute): judged in them too where they are written for the convention.
+    declared_orders: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.declared_orders if n not in DECLARABLE]
+        if unknown:
+            raise ValueError(f"unknown evaluation order(s) {unknown}: declarable orders are "
+                             f"{', '.join(DECLARABLE)} (spec/orders.py: DECLARABLE)")
 
     @cached_property
     def rule(self) -> Rule:
@@ -47,7 +56,8 @@ class Model:
 
     def orders(self, prec: Precision):
         if self.rule_name == "adamw":
-            return adamw_orders(self.rule, self.convention, prec.compute)
+            return adamw_orders(self.rule, self.convention, prec.compute,
+                                self.declared_orders)
         if self.rule_name in ("adam", "adam_l2"):
             coupling = "l2" if self.rule_name == "adam_l2" else "none"
             return adam_orders(self.rule, coupling, self.convention, prec.compute)

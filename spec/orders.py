@@ -12,7 +12,7 @@ PyTorch's for-loop and foreach paths, only at the end for fused kernels.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, cached_property
 
 import sympy as sp
@@ -178,6 +178,88 @@ def fused(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
                  "fused kernel: opmath intermediates, double scalars, stores only at the end")
 
 
+def _in_compute(x: sp.Expr, ulps: int = 1) -> sp.Expr:
+    """x computed as a 0-dim tensor in the compute format: `ulps` roundings' budget (2 for pow
+    and sqrt, which libm and SLEEF deliver faithfully, not correctly rounded)."""
+    for _ in range(ulps):
+        x = Opmath(x)
+    return x
+
+
+def keras(amsgrad: bool = False) -> Order:
+    """keras.optimizers.AdamW on the torch backend (keras 3.15: backend/torch/optimizers/
+    torch_adam.py `_parallel_update_step`, torch_optimizer.py `_apply_weight_decay`); the rule
+    with eps=hat, eps added to sqrt(v) and the bias corrections folded into one scalar:
+
+        variables *= 1 - wd * lr                    # _foreach_mul_, a 0-dim float32 tensor
+        alpha = lr * sqrt(1 - b2^t) / (1 - b1^t)    # 0-dim tensors: b cast, t cast, pow
+        m *= b1;  m += (1 - b1) g                   # _foreach_mul_, _foreach_add_(alpha=)
+        v *= b2;  v += (1 - b2) g*g
+        variables -= (m * alpha) / (sqrt(v) + eps)
+
+    Keras does its hyperparameter arithmetic (lr, b^t, alpha, 1 - wd*lr) in 0-dim tensors:
+    `_in_compute` rounds each of those values to the compute format, and each hyperparameter
+    where Keras casts it (`ops.cast(beta_1, dtype)`, the float32 learning-rate variable). `b1`
+    in m * b1, `1 - b1` and eps are Python floats, rounded per use (the bound engine's casts;
+    the Store markers where torch casts them to a bfloat16 tensor's dtype). In float32 this is
+    exactly Keras. In bfloat16 Keras makes these scalars bfloat16 (beta2 = 0.999 becomes 1.0,
+    so 1 - b2^t = 0 and no step is taken): the order keeps them in the declared compute format
+    (float32 unless --compute-dtype says otherwise), because a first-order bound cannot
+    describe a bias correction that rounds to zero; judged there, Keras' bfloat16 step fails.
+    Keras' learning rate is a float32 variable whatever the dtype: in float64 the order does
+    not model that."""
+
+    def build() -> Update:
+        lr32 = _in_compute(lr)
+        keep = StoreParam(_in_compute(1 - _in_compute(_in_compute(weight_decay) * lr32)))
+        decayed = StoreParam(theta * keep)
+        # _foreach_mul_ and add_(alpha=) cast their Python scalars (beta, 1 - beta) to the tensor
+        # dtype: a cast per use in float32, bfloat16 values for bfloat16 tensors
+        m1 = StoreState(StoreState(m * StoreState(beta1)) + StoreState(1 - beta1) * g)
+        v1 = StoreState(StoreState(v * StoreState(beta2))
+                        + StoreState(1 - beta2) * StoreState(g * g))
+        source, extra = _denominator_source(v1, amsgrad, StoreState)
+        # ops.power(ops.cast(beta, dtype), ops.cast(t, dtype)): the cast beta is the same float32
+        # value as above; rounding it again here is independent, which only widens the bound
+        b1, b2 = _in_compute(beta1), _in_compute(beta2)
+        bc1 = _in_compute(1 - _in_compute(b1**t, 2))
+        bc2_sqrt = _in_compute(sp.sqrt(_in_compute(1 - _in_compute(b2**t, 2))), 2)
+        alpha = _in_compute(_in_compute(lr32 * bc2_sqrt) / bc1)
+        denom = StoreParam(StoreParam(sp.sqrt(source)) + StoreParam(eps))
+        new = StoreParam(decayed - StoreParam(StoreParam(m1 * alpha) / denom))
+        return {"theta": new, "m": m1, "v": v1, **extra}
+
+    return Order("keras", build, FLOAT64,
+                 "Keras 3 (torch backend): eps=hat, alpha = lr*sqrt(1-b2^t)/(1-b1^t) in 0-dim "
+                 "tensors of the compute format, m*b1 + (1-b1) g, (m*alpha)/(sqrt(v)+eps)")
+
+
+#: Orders an adapter may declare (`orders = ("keras",)`): name -> (the convention it is written
+#: for, counter and AMSGrad aside; its builder, taking `amsgrad`).
+DECLARABLE: dict[str, tuple[Convention, Callable[[bool], Order]]] = {
+    "keras": (Convention(eps="hat"), keras),
+}
+
+
+def declared_orders(rule: Rule, convention: Convention, names: tuple[str, ...]
+                    ) -> tuple[Order, ...]:
+    """The declared orders written for `convention` (the counter is the driver's business, not
+    the step's; AMSGrad none or PyTorch's raw_max); the others do not compute this rule."""
+    out = []
+    for name in names:
+        if name not in DECLARABLE:
+            raise ValueError(f"unknown evaluation order {name!r}: declarable orders are "
+                             f"{', '.join(DECLARABLE)}")
+        written_for, build = DECLARABLE[name]
+        if convention.amsgrad not in ("none", "raw_max"):
+            continue
+        if replace(convention, counter="parameter", amsgrad="none") != written_for:
+            continue
+        order = build(convention.amsgrad == "raw_max")
+        out.append(_maximized(order) if rule.name.endswith("+maximize") else order)
+    return tuple(out)
+
+
 @cache
 def adam_orders(rule: Rule, coupling: str, convention: Convention = DEFAULT,
                 compute: Format = FLOAT32) -> tuple[Order, ...]:
@@ -200,15 +282,18 @@ def adam_orders(rule: Rule, coupling: str, convention: Convention = DEFAULT,
 
 @cache
 def adamw_orders(rule: Rule, convention: Convention = DEFAULT,
-                 compute: Format = FLOAT32) -> tuple[Order, ...]:
+                 compute: Format = FLOAT32, declared: tuple[str, ...] = ()) -> tuple[Order, ...]:
     """The orders a bound for `rule` (an AdamW) takes the maximum over, for `compute` precision.
 
     The traced kernel orders are written for the default convention (optionally with PyTorch's
     AMSGrad); other conventions are bounded in the spec's own order. The capturable order computes
     bias corrections in float32, so it joins only where compute is float32 or coarser: a float64
     implementation with float32 scalars does not deliver float64 accuracy, and should be told so.
+    `declared` names orders the implementation declares (`DECLARABLE`, e.g. Keras'), added
+    where they are written for `convention`.
     """
-    return adam_orders(rule, "decoupled", convention, compute)
+    return adam_orders(rule, "decoupled", convention, compute) + declared_orders(
+        rule, convention, declared)
 
 
 def _maximized(order: Order) -> Order:

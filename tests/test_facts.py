@@ -22,7 +22,15 @@ from spec import symbols as S
 from spec.conventions import CHOICES, DEFAULT, Convention
 from spec.formats import FLOAT32, FLOAT64
 from spec.markers import StoreParam, StoreState, strip
-from spec.orders import adamw_orders, fused, straightforward, torch_capturable, torch_loop
+from spec.orders import (
+    adamw_orders,
+    declared_orders,
+    fused,
+    keras,
+    straightforward,
+    torch_capturable,
+    torch_loop,
+)
 
 k = sp.Symbol("k", positive=True)  # a scale factor
 WD = S.weight_decay
@@ -247,6 +255,10 @@ def test_every_order_equals_the_rule(amsgrad, maximized):
     names = [o.name for o in orders]
     assert {"straightforward", "torch_loop", "fused", "torch_capturable"} <= set(names)
     assert len(set(names)) == len(names)
+    _assert_orders_equal_the_rule(orders, rule)
+
+
+def _assert_orders_equal_the_rule(orders, rule) -> None:
     pts = _order_points(10)
     for order in orders:
         assert set(order.tree) == set(rule.update), order.name
@@ -254,6 +266,29 @@ def test_every_order_equals_the_rule(amsgrad, maximized):
             for branch in branches(strip(tree)):
                 assert not branch.atoms(StoreParam, StoreState)
                 assert equal_at(branch, rule.update[name], pts), (order.name, name)
+
+
+@pytest.mark.parametrize(("amsgrad", "maximized"), ORDER_CASES)
+def test_declared_keras_order_equals_the_eps_hat_rule(amsgrad, maximized):
+    # Keras' order is written for eps=hat (its counter convention does not change the step).
+    convention = Convention(eps="hat", counter="group",
+                            amsgrad="raw_max" if amsgrad else "none")
+    rule = registry.get("adamw", convention, maximized=maximized)
+    orders = adamw_orders(rule, convention, FLOAT32, ("keras",))
+    assert [o.name for o in orders] == ["straightforward", "keras"]
+    _assert_orders_equal_the_rule(orders, rule)
+
+
+def test_declared_order_is_left_out_under_other_conventions():
+    # Under the default eps placement Keras' order is not AdamW: the run judges it in the
+    # default orders, and eps placement fails (bias.step_one).
+    assert "keras" not in {o.name for o in adamw_orders(ADAMW, DEFAULT, FLOAT32, ("keras",))}
+    root = Convention(eps="root")
+    assert declared_orders(registry.get("adamw", root), root, ("keras",)) == ()
+    pts = _order_points(12)
+    assert differs_at(branches(strip(keras().tree["theta"]))[0], THETA, pts)
+    with pytest.raises(ValueError, match="unknown evaluation order 'nope'"):
+        declared_orders(ADAMW, DEFAULT, ("nope",))
 
 
 def test_orders_for_float64_compute_leave_out_capturable():

@@ -109,6 +109,17 @@ def takes_none_grads(adapter: Any) -> bool:
     return bool(getattr(adapter, "none_grads", True))
 
 
+def declared_orders(adapter: Any) -> tuple[str, ...]:
+    """The evaluation orders the target declares it computes in, by name (`orders = ("keras",)`
+    on the adapter; spec/orders.py: DECLARABLE). The bound then also covers them, where they are
+    written for the conventions the run declares; under other conventions they are not used."""
+    names = getattr(adapter, "orders", ())
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{type(adapter).__name__}.orders must be a tuple of order names, "
+                        f"got {names!r}")
+    return tuple(names)
+
+
 NO_NONE_GRADS = "has no missing gradient (None): a framework without it cannot be judged on it"
 
 

@@ -50,6 +50,9 @@ class KerasAdapter:
     """Drives `cls(learning_rate=, beta_1=, beta_2=, epsilon=, weight_decay=, **fixed)`, one
     instance per parameter group."""
 
+    #: Keras' evaluation order (spec/orders.py: keras), used where eps=hat is declared.
+    orders = ("keras",)
+
     def __init__(self, cls: type | None = None, fixed: dict[str, Any] | None = None,
                  name: str | None = None) -> None:
         import keras
