@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import sys
 from typing import Any
 
 SHORT_NAMES = {
@@ -137,7 +138,9 @@ def _foreign_adapter(text: str, obj: Any, path: str, kwargs: dict[str, Any]) -> 
     module = inspect.getmodule(obj)
     root = (module.__name__ if module else getattr(obj, "__module__", "") or "").split(".")[0]
     try:
-        if root == "keras" and inspect.isclass(obj):
+        # A Keras optimizer class from Keras itself, or a subclass of one from anywhere (a
+        # module that defines one has imported keras already; others never import it here).
+        if inspect.isclass(obj) and (root == "keras" or "keras" in sys.modules):
             from conformance.adapters.keras_adapter import KerasAdapter, is_keras_optimizer
             if is_keras_optimizer(obj):
                 return KerasAdapter(obj, kwargs, name=path)
