@@ -41,8 +41,10 @@ AUDITS = (
     Audit("optax-adamw-float32", "optax-adamw", "float32", "optax.adamw (JAX)"),
     Audit("keras-adamw-float32", "keras-adamw", "float32", "keras.optimizers.AdamW (Keras 3)"),
     Audit("keras-adamw-float32-declared", "keras-adamw", "float32",
-          "keras.optimizers.AdamW, its conventions declared (eps=hat, counter=group)",
-          ("--conventions=eps=hat,counter=group",)),
+          "keras.optimizers.AdamW, its conventions declared (eps=hat, counter=group), judged in "
+          "its own evaluation order; its known deviations (conformance/xfails/keras.txt: no "
+          "hyperparameter checks, float32 betas within 2^-25 of 1) expected to fail",
+          ("--conventions=eps=hat,counter=group", "--xfails=conformance/xfails/keras.txt")),
     Audit("optax-adamw-bfloat16", "optax-adamw", "bfloat16", "optax.adamw (JAX)"),
     Audit("keras-adamw-bfloat16", "keras-adamw", "bfloat16",
           "keras.optimizers.AdamW, its conventions declared (eps=hat, counter=group)",

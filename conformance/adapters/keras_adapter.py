@@ -14,9 +14,12 @@ How Keras' AdamW maps onto the spec (keras/src/optimizers/adam.py, base_optimize
   optimizer, so each group gets its own optimizer instance: one counter per group
   (`counter=group`). A parameter with no gradient (None) is left out of `apply_gradients`
   (its variable and state untouched); a group with no gradient at all is not stepped.
-- hyperparameters are cast to the variable's dtype before use: in bfloat16, beta2 = 0.999
-  becomes 1.0 (v stops decaying) and the arithmetic is bfloat16.
-Declare: `--conventions=eps=hat,counter=group`.
+- hyperparameters are cast to the variable's dtype before use (lr is a float32 variable):
+  `alpha = lr * sqrt(1 - b2^t) / (1 - b1^t)` is 0-dim-tensor arithmetic in that dtype. The
+  adapter declares this evaluation order (`orders`, spec/orders.py: keras), so the bound covers
+  Keras' float32 scalars where eps=hat is declared. In bfloat16, beta2 = 0.999 becomes 1.0
+  (v stops decaying, 1 - b2^t = 0: no step), which fails at the declared precision.
+Declare: `--conventions=eps=hat,counter=group` (known deviations: conformance/xfails/keras.txt).
 """
 
 from __future__ import annotations
