@@ -520,7 +520,7 @@ def evaluate(order: Order, env: Mapping[sp.Symbol, Any], precs: Sequence[Precisi
     (`spec.plan.Wanted`), with no domain: enough to accept elements, not to judge them."""
     tree = order.tree
     graph = _graph(tuple((k, tree[k]) for k in graph_names))
-    env = {s: as_float64(v) for s, v in env.items()}
+    env = {s: as_float64(v, copy=False) for s, v in env.items()}
     shape = np.broadcast(*[np.asarray(v) for v in env.values()]).shape
     if not plan.supported(graph):
         return [{k: r[k] for k in names}
@@ -617,7 +617,7 @@ class _Maximum:
     def __init__(self, orders: tuple[Order, ...], env: Mapping[sp.Symbol, Any], prec: Precision,
                  first: Callable[[str], np.ndarray | None] | None) -> None:
         self.orders, self.prec, self._first_source = orders, prec, first
-        self.env = {s: as_float64(v) for s, v in env.items()}
+        self.env = {s: as_float64(v, copy=False) for s, v in env.items()}
         self.shape = np.broadcast(*[np.asarray(v) for v in self.env.values()]).shape
         self.names = tuple(orders[0].tree)
         self._full: dict[str, Bound] | None = None

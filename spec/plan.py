@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import re
+
 import numpy as np
 import sympy as sp
 
@@ -128,6 +130,7 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
         return name
 
     # --- values (spec.bounds._values) --------------------------------------------------------
+    rhs: dict[str, str] = {}  # a value's expression -> its variable (values are assigned once)
     for x in graph.order:
         n = graph.nodes[x]
         c = [v(a) for a in n.children]
@@ -145,6 +148,7 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
             if n.denominators:
                 expr = f"({expr}) / {_par(' * '.join(c[k:]), n.denominators)}"
             emit(f"v{i} = {expr}")
+            rhs.setdefault(expr, f"v{i}")
         elif n.kind in ("sqrt", "rsqrt", "recip", "square", "pow"):
             emit(f"v{i} = np.power({c[0]}, {c[1]})")
         elif n.kind == "abs":
@@ -181,8 +185,13 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
                         else f"{const(n.constant)} * {_par(prod, len(others))}")
                 for d in c[k:]:
                     expr = f"({expr}) / {d}"
+                    # The same operations as a value already computed: the same number.
+                    expr = rhs.get(expr, expr)
                 if j >= k:
-                    expr = f"-({expr}) / {c[j]}"
+                    # -(p) / c; for a scalar c, p / (-c) is the same number (IEEE division is
+                    # symmetric in sign) and negates a scalar instead of an array.
+                    expr = (f"({expr}) / (-{c[j]})" if graph.nodes[n.children[j]].scalar
+                            else f"-({expr}) / {c[j]}")
                 emit(f"{name} = {expr}")
             elif n.kind == "sqrt":
                 emit(f"{name} = 0.5 / np.sqrt({c[0]})" if j == 0 else f"{name} = {_ZERO(ns)}")
@@ -254,16 +263,16 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
             emit(f"{mags[name]} = np.abs({name})")
         return mags[name]
 
-    abs_adj: dict[tuple[int, sp.Basic], str | None] = {}
+    abs_adj: dict[str, str] = {}
 
     def absolute(o: int, x: sp.Basic) -> str | None:
         a = adjoint[names[o]][x]
         if a is None:
             return None
-        if (o, x) not in abs_adj:
-            abs_adj[o, x] = f"h{o}_{index[x]}"
-            emit(f"h{o}_{index[x]} = np.abs({a})")
-        return abs_adj[o, x]
+        if a not in abs_adj:
+            abs_adj[a] = "h" + a
+            emit(f"h{a} = np.abs({a})")
+        return abs_adj[a]
 
     # --- per weighting: terms, totals, domain -----------------------------------------------
     ret: list[str] = []
@@ -285,6 +294,14 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
                 m_name = mag(x)
             emit(_err_line(e, m_name, rel, 0.0 if wt.lower else eta, n.scalar))
             errs.append((x, e, n.scalar, edges))
+        # A node whose own term is in the (only) output's total and whose range is float64's
+        # needs no domain check: a non-finite value makes its term, hence the total, non-finite
+        # (inf * 0 is nan), and the total's finiteness is part of the domain.
+        covered: set[sp.Basic] = set()
+        if len(names) == 1:
+            covered = {x for x, _e, scalar, edges in errs
+                       if edges is None and not scalar and x in adjoint[names[0]]
+                       and not (graph.nodes[x].kind == "add" and len(graph.nodes[x].children) > 2)}
         if wt.domain:
             emit(f"d{w} = True")
             groups: dict[float, list[str]] = {}
@@ -297,7 +314,7 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
                                         "compute": weighting.prec.compute}[n.role].max)
                 if n.scalar or n.kind == "const":
                     emit(f"d{w} = d{w} & ({mag(x)} <= {limit!r})")
-                else:
+                elif not (x in covered and limit == FLOAT64.max):
                     groups.setdefault(limit, []).append(mag(x))
             # |x| <= limit fails for nan and inf: one running maximum per limit (np.maximum
             # propagates nan) decides every node of that limit at once.
@@ -325,7 +342,7 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
                 # A 0-d error (a scalar node) that is 0 contributes 0 even against an infinite
                 # adjoint, as the reference's where(err == 0, 0, err * a) has it.
                 if a is None:
-                    term = f"{e} * 1.0"
+                    term = e  # err * |1| = err
                 else:
                     term = f"_scaled({e}, {a})" if scalar else f"{e} * {a}"
                 emit(f"{tot} = {term}" if first else f"{tot} = {tot} + {term}")
@@ -361,10 +378,33 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
             ret.append(f"({name!r}, {w}, b{w}_{o}, ok{w}_{o}, {{{', '.join(sens)}}}, "
                        f"np.broadcast_to({v(root)}, shape), {tot})")
     args = ", ".join(v(x) for x in leaves)
-    body = "\n".join("    " + line for line in lines)
+    local = {v(x) for x in leaves} | {ln.split(" = ", 1)[0] for ln in lines if " = " in ln}
+    body = "\n".join("    " + line for line in _free_dead(lines, ", ".join(ret), local))
     source = (f"def _plan(env, shape, {args}):\n{body}\n"
               f"    return [{', '.join(ret)}]\n")
     return Compiled(source, ns, leaves)
+
+
+_NAME = re.compile(r"\\b[a-z][a-z0-9_]*\\b")
+
+
+def _free_dead(lines: list[str], returned: str, local: set[str]) -> list[str]:
+    """`lines` with a `del` after each variable's last use: the arrays go back to the allocator
+    while still in cache, instead of hundreds of them living (and faulting in fresh pages)
+    until the plan returns."""
+    last: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        for name in _NAME.findall(line):
+            last[name] = i
+    keep = set(_NAME.findall(returned))
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        dead = sorted({n for n in _NAME.findall(line) if last.get(n) == i and n not in keep}
+                      & local)
+        if dead:
+            out.append("del " + ", ".join(dead))
+    return out
 
 
 def _times(adj: str | None, p: str | None) -> str | None:
