@@ -61,10 +61,11 @@ class Result:
 
 @dataclass(frozen=True, eq=False)
 class Wanted:
-    """A weighting and what to compute under it. `lower`: only the tensor operations' relative
-    terms (no underflow, hyperparameter, cast or final-store terms) and no domain: a value that
-    is never above the full one (fewer nonnegative terms, each no larger, summed in the same
-    order), for accepting elements early."""
+    """A weighting and what to compute under it. `lower`: only the relative terms of the tensor
+    operations whose adjoint is the output's own, 1 (the output's rounding and those of the
+    operands summed into it: for AdamW's theta, 99.9% of a torch step's elements are accepted by
+    them alone), and no domain: a value that is never above the full one (fewer nonnegative
+    terms, each no larger, summed in the same order), for accepting elements early."""
 
     weighting: Weighting
     domain: bool = True
@@ -219,8 +220,8 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
     base: set[sp.Basic] = set()
     for (terms, _, _), w in zip(per_w, weightings, strict=True):
         for x, _rel, _eta, _nary, edges in terms:
-            if w.lower and (edges is not None or graph.nodes[x].scalar):
-                continue
+            if w.lower:
+                continue  # only terms whose adjoint is the root's: no sweep needed
             base.update([p for p, _ in edges] if edges is not None else [x])
     if sensitivity:
         base.update(x for x in leaves if not graph.nodes[x].scalar)
@@ -282,7 +283,8 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
         errs: list[tuple[sp.Basic, str, bool, tuple | None]] = []  # (node, err, scalar, edges)
         for t_i, (x, rel, eta, nary, edges) in enumerate(terms):
             n = graph.nodes[x]
-            if wt.lower and (edges is not None or n.scalar):
+            if wt.lower and (edges is not None or n.scalar
+                             or any(adjoint[name].get(x, 0) is not None for name in names)):
                 continue  # a lower value: leaving nonnegative terms out of the sum
             if edges is None and not any(x in adjoint[name] for name in names):
                 continue
@@ -496,9 +498,69 @@ def _terms(graph: Any, weighting: Weighting, B: Any) -> tuple[list[tuple], int, 
     return terms, count, worst_u
 
 
+#: Elements per pass of a plan. A plan makes ~100 temporaries; at 4096 float64 (32 KiB) each,
+#: those alive at once stay in the core's L2, and each numpy operation runs 2-3x faster than on
+#: arrays streamed from memory (measured: 200k elements, 4096: 41 ms, 8192: 107 ms, one pass:
+#: 100 ms CPU). The per-chunk Python overhead is a few microseconds per operation.
+CHUNK = 4096
+
+
 def run_plan(compiled: Compiled, env: Mapping[sp.Symbol, Any], shape: tuple[int, ...],
              names: Sequence[str], n_weightings: int) -> dict[str, list[Result]]:
+    """Run `compiled` on `env` (of broadcast `shape`), in chunks of CHUNK elements."""
+    size = int(np.prod(shape, dtype=np.int64))
+    if size <= CHUNK:
+        return _collect(compiled.run(env, shape), names, n_weightings)
+    flat_env = {s: (a if np.ndim(a) == 0 else _flat(np.asarray(a), shape)) for s, a in env.items()}
+    out: list[list] = []
+    for start in range(0, size, CHUNK):
+        stop = min(start + CHUNK, size)
+        part = {s: (a if np.ndim(a) == 0 else a[start:stop]) for s, a in flat_env.items()}
+        rows = compiled.run(part, (stop - start,))
+        if not out:
+            out = [[name, w, *(_empty(x, size) for x in arrays)]
+                   for name, w, *arrays in rows]
+        for row, (_name, _w, *arrays) in zip(out, rows, strict=True):
+            for target, x in zip(row[2:], arrays, strict=True):
+                _fill(target, x, start, stop)
+    reshaped = [[name, w, *(_shaped(x, shape) for x in arrays)] for name, w, *arrays in out]
+    return _collect(reshaped, names, n_weightings)
+
+
+def _flat(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if a.shape != shape:
+        a = np.broadcast_to(a, shape)
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def _empty(x: Any, size: int) -> Any:
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        return {k: _empty(v, size) for k, v in x.items()}
+    return np.empty(size, dtype=np.asarray(x).dtype)
+
+
+def _fill(target: Any, x: Any, start: int, stop: int) -> None:
+    if target is None:
+        return
+    if isinstance(target, dict):
+        for k, v in target.items():
+            _fill(v, x[k], start, stop)
+        return
+    target[start:stop] = x
+
+
+def _shaped(x: Any, shape: tuple[int, ...]) -> Any:
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        return {k: v.reshape(shape) for k, v in x.items()}
+    return x.reshape(shape)
+
+
+def _collect(rows: Any, names: Sequence[str], n_weightings: int) -> dict[str, list[Result]]:
     out: dict[str, list[Result]] = {name: [None] * n_weightings for name in names}  # type: ignore
-    for name, w, value, ok, sens, center, total in compiled.run(env, shape):
+    for name, w, value, ok, sens, center, total in rows:
         out[name][w] = Result(value, ok, sens, center, total)
     return out
