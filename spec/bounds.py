@@ -540,7 +540,7 @@ def evaluate(order: Order, env: Mapping[sp.Symbol, Any], precs: Sequence[Precisi
                                  else np.ones(shape, dtype=bool), r.sensitivity, r.center)
             if w not in lower:
                 # Where the unguarded sweep met 0 * inf, the reference decides (see spec.plan).
-                bad = np.isnan(r.total)
+                bad = r.nan
                 for sens in r.sensitivity.values():
                     bad = bad | np.isnan(sens)
                 if np.any(bad):

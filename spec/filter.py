@@ -171,10 +171,11 @@ def _common_scalars(env: Mapping[sp.Symbol, Any]) -> dict[sp.Symbol, Any]:
     (as the lazy oracle binds t) given as that one value: scalar arithmetic stays scalar."""
     out = dict(env)
     for s, value in env.items():
-        if s in SCALARS and isinstance(value, np.ndarray) and value.ndim:
-            first = value.reshape(-1)[:1]
-            if first.size and np.all(value == first[0]):
-                out[s] = np.asarray(first[0])
+        if s in SCALARS and isinstance(value, np.ndarray) and value.ndim and value.size:
+            first = value.flat[0]
+            # A broadcast scalar (all strides 0) is one value without looking at the others.
+            if not any(value.strides) or np.all(value == first):
+                out[s] = np.asarray(first)
     return out
 
 

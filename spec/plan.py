@@ -55,8 +55,9 @@ class Result:
     value: np.ndarray
     in_domain: np.ndarray | None
     sensitivity: dict[str, np.ndarray]
-    center: np.ndarray
-    total: np.ndarray
+    center: np.ndarray | None
+    #: Where the unguarded total is nan (None without a domain): the reference redoes those.
+    nan: np.ndarray | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,7 +116,7 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
 
     index = {x: i for i, x in enumerate(graph.order)}
     ns: dict[str, Any] = {"np": np, "inf": np.inf, "_select": B._select,
-                          "_conditions": B._conditions, "_scaled": _scaled}
+                          "_conditions": B._conditions, "_scaled": _scaled, "_full": _full}
     lines: list[str] = []
     emit = lines.append
     leaves = [x for x in graph.order if graph.nodes[x].kind == "leaf"]
@@ -345,8 +346,10 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
                 # adjoint, as the reference's where(err == 0, 0, err * a) has it.
                 if a is None:
                     term = e  # err * |1| = err
+                elif scalar:
+                    term = f"({e} * {a} if {e}.ndim == 0 and {e} != 0 else _scaled({e}, {a}))"
                 else:
-                    term = f"_scaled({e}, {a})" if scalar else f"{e} * {a}"
+                    term = f"{e} * {a}"
                 emit(f"{tot} = {term}" if first else f"{tot} = {tot} + {term}")
                 first = False
             if first:
@@ -364,21 +367,24 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
                     emit(f"{tot} = {tot} + r{w}_{o}")
             margin = (1 + 2 * n_total * u_total) * (1 + 2.0**-40)
             if wt.domain:
-                emit(f"ok{w}_{o} = d{w} & ({mag(root)} <= {out_fmt.max!r}) & np.isfinite({tot})")
-                emit(f"ok{w}_{o} = np.broadcast_to(ok{w}_{o}, shape)")
+                emit(f"ok{w}_{o} = _full(d{w} & ({mag(root)} <= {out_fmt.max!r})"
+                     f" & np.isfinite({tot}), shape)")
                 emit(f"b{w}_{o} = np.where(ok{w}_{o}, {tot} * {margin!r}, inf)")
+                # Where the unguarded sweep met 0 * inf (spec.bounds.evaluate redoes those).
+                emit(f"n{w}_{o} = np.isnan({tot})")
             else:
                 emit(f"ok{w}_{o} = None")
-                emit(f"b{w}_{o} = np.broadcast_to({tot} * {margin!r}, shape)")
+                emit(f"b{w}_{o} = _full({tot} * {margin!r}, shape)")
+                emit(f"n{w}_{o} = None")
             sens = []
             if sensitivity and not wt.lower:
                 for x in adj:
                     if isinstance(x, sp.Symbol) and not graph.nodes[x].scalar:
                         a = absolute(o, x)
-                        sens.append(f"{x.name!r}: np.broadcast_to({a or 1.0}, shape)"
-                                    f" * {margin!r}")
+                        sens.append(f"{x.name!r}: _full({a or 1.0}, shape) * {margin!r}")
+            center = f"_full({v(root)}, shape)" if w == 0 else "None"
             ret.append(f"({name!r}, {w}, b{w}_{o}, ok{w}_{o}, {{{', '.join(sens)}}}, "
-                       f"np.broadcast_to({v(root)}, shape), {tot})")
+                       f"{center}, n{w}_{o})")
     args = ", ".join(v(x) for x in leaves)
     local = {v(x) for x in leaves} | {ln.split(" = ", 1)[0] for ln in lines if " = " in ln}
     body = "\n".join("    " + line for line in _free_dead(lines, ", ".join(ret), local))
@@ -421,6 +427,11 @@ def _one(expr: str | None, ns: dict[str, Any]) -> str:
         ns["ONE"] = np.float64(1.0)
         return "ONE"
     return expr
+
+
+def _full(x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """x broadcast to shape (a view), skipping numpy's broadcast_to where it already is."""
+    return x if getattr(x, "shape", None) == shape else np.broadcast_to(x, shape)
 
 
 def _scaled(e: Any, a: np.ndarray) -> Any:
@@ -561,6 +572,7 @@ def _shaped(x: Any, shape: tuple[int, ...]) -> Any:
 
 def _collect(rows: Any, names: Sequence[str], n_weightings: int) -> dict[str, list[Result]]:
     out: dict[str, list[Result]] = {name: [None] * n_weightings for name in names}  # type: ignore
-    for name, w, value, ok, sens, center, total in rows:
-        out[name][w] = Result(value, ok, sens, center, total)
+    for name, w, value, ok, sens, center, nan in rows:
+        out[name][w] = Result(value, ok, sens, center if center is not None
+                              else out[name][0].center, nan)
     return out
