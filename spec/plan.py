@@ -22,11 +22,10 @@ they are left to the reference engine.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import re
 
 import numpy as np
 import sympy as sp
