@@ -650,7 +650,10 @@ class _Maximum:
                          np.broadcast_to(b.in_domain, self.shape).reshape(-1)[flat], sens)
         sub = restrict(self.env, self.shape, flat)
         per_order = [evaluate(o, sub, (self.prec,), self.names, (name,))[0] for o in self.orders]
-        return Bound.maximum(b[name] for b in per_order)
+        b = Bound.maximum(q[name] for q in per_order)
+        # A 0-d step (one scalar parameter) stays 0-d through `restrict`: one element.
+        return Bound(np.broadcast_to(b.value, flat.shape), np.broadcast_to(b.in_domain, flat.shape),
+                     {k: np.broadcast_to(a, flat.shape) for k, a in b.sensitivity.items()})
 
 
 class LazyMaximum(Bound):

@@ -167,3 +167,15 @@ def test_tiered_verdict_is_the_exact_verdict(case, dtype, monkeypatch):
             if want is not None:
                 assert (have.index, have.count, have.exact, have.bound) == \
                     (want.index, want.count, want.exact, want.bound)
+
+
+def test_scalar_parameter_goes_through_every_tier(monkeypatch):
+    """A 0-d parameter (one scalar) whose output is far off: judged by the full maximum."""
+    monkeypatch.setenv("CONFORMANCE_ORACLE", "filtered")
+    model = MODELS["adamw"]
+    theta, g = np.array(-2140.5), np.array(0.0)
+    exact, bnd = model.expect(theta, g, {"m": np.array(-1.35), "v": np.array(2.0)}, HYPER, 3,
+                              Precision.of("float32"))
+    bad = compare("theta", np.array(exact["theta"].estimate.value + 1.0), exact["theta"],
+                  bnd["theta"], "float32")
+    assert bad is not None and bad.index == () and bad.count == 1
