@@ -62,9 +62,9 @@ def _regimes(n: int, rng: np.random.Generator) -> dict[str, tuple]:
 
 
 def _verdict(model: Any, prec: Any, inputs: tuple, mode: str,
-             reps: int = 1) -> tuple[list[float], float, float]:
-    """(seconds of each repetition of the whole verdict, share of elements accepted by the
-    first order's bound alone, share that falls back to mpmath).
+             reps: int = 1) -> tuple[list[float], list[float], float, float]:
+    """(wall and CPU seconds of each repetition of the whole verdict, share of elements accepted
+    by the first order's bound alone, share that falls back to mpmath).
 
     The verdict is `Model.expect` + `compare` of theta, as a property test runs it; `got` (a
     correct float32 implementation: the result rounded to float32) is made before the timing."""
@@ -78,19 +78,20 @@ def _verdict(model: Any, prec: Any, inputs: tuple, mode: str,
     est = exact["theta"].estimate if mode == "filtered" else None
     got = (est.value.astype(np.float32).astype(np.float64) if est is not None
            else round_array(exact["theta"], FLOAT32))
-    times = []
+    times, cpu = [], []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         exact, bnd = model.expect(theta, g, state, hyper, t, prec)
         compare("theta", got, exact["theta"], bnd["theta"], "float32")
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     first = share = 1.0
     if est is not None:  # after the timing: these read the bound of every order
         est = exact["theta"].estimate
         first = float(np.mean(est.within(got, bnd["theta"].source.first("theta"))))
         inside, outside = est.decide(got, bnd["theta"].value)
         share = float(np.mean(~(inside | outside)))
-    return times, first, share
+    return times, cpu, first, share
 
 
 def oracle_section(n_filtered: int, n_raw: int, reps: int = 5) -> list[str]:
@@ -104,18 +105,22 @@ def oracle_section(n_filtered: int, n_raw: int, reps: int = 5) -> list[str]:
              "`raw`: every element through mpmath (`CONFORMANCE_ORACLE=exact`); `filtered`: the",
              "float64 filter, mpmath only for the elements it cannot decide. `verdict` counts the",
              "whole `Model.expect` + `compare` (bound engine included), in one warm process; for",
-             f"`filtered` the best and the median of {reps} repetitions. `first order`: share of",
-             "elements accepted by the bound of the spec's own order alone (the other orders are",
-             "computed only for the rest); `fallback`: share that needs mpmath.", "",
-             "| path | elements | verdict el/s (best) | verdict el/s (median) | first order | "
-             "fallback share |", "|---|---|---|---|---|---|"]
+             f"`filtered` the best and the median of {reps} repetitions, in wall time and in this",
+             "process's CPU time (what a shared machine's load does not add). `first order`: share",
+             "of elements accepted by the bound of the spec's own order alone (the other orders",
+             "are computed only for the rest); `fallback`: share that needs mpmath.", "",
+             "| path | elements | verdict el/s (best) | verdict el/s (median) | "
+             "verdict el/s (CPU, best) | first order | fallback share |",
+             "|---|---|---|---|---|---|---|"]
     model.expect(np.ones(8), np.ones(8), {}, HYPER, 1, prec)  # warm the caches
     for mode, n in (("exact", n_raw), ("filtered", n_filtered)):
         inputs = _regimes(n, rng)["normal, t=7"]
-        times, first, share = _verdict(model, prec, inputs, mode, 1 if mode == "exact" else reps)
+        times, cpu, first, share = _verdict(model, prec, inputs, mode,
+                                            1 if mode == "exact" else reps)
         label = "raw (mpmath)" if mode == "exact" else "filtered"
         best, median = min(times), sorted(times)[len(times) // 2]
         lines.append(f"| {label} | {n} | {n / best:,.0f} | {n / median:,.0f} | "
+                     f"{n / max(min(cpu), 1e-9):,.0f} | "
                      f"{'n/a' if mode == 'exact' else f'{first:.2%}'} | {share:.2%} |")
         print(lines[-1], flush=True)
     # The parts on their own, on many elements: the filter's float64 estimate with its error
@@ -138,7 +143,7 @@ def oracle_section(n_filtered: int, n_raw: int, reps: int = 5) -> list[str]:
               "### Fallback share per regime (filtered, float32)", "",
               "| regime | elements | first order | fallback to mpmath |", "|---|---|---|---|"]
     for name, inputs in _regimes(4096, rng).items():
-        _, first, share = _verdict(model, prec, inputs, "filtered")
+        _, _, first, share = _verdict(model, prec, inputs, "filtered")
         lines.append(f"| {name} | 4096 | {first:.2%} | {share:.2%} |")
         print(lines[-1], flush=True)
     os.environ.pop("CONFORMANCE_ORACLE", None)
@@ -181,12 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="a line about the machine's load")
     parser.add_argument("--out", default=str(ROOT / "reports" / "benchmarks.md"))
     parser.add_argument("--oracle-only", action="store_true",
-                        help="only the oracle throughput section, printed (the report is kept)")
+                        help="only the oracle throughput section: printed, and put in place of "
+                             "that section of an existing report (the rest is kept)")
     parser.add_argument("--reps", type=int, default=5,
                         help="repetitions of the filtered verdict (best and median reported)")
     args = parser.parse_args(argv)
     if args.oracle_only:
-        oracle_section(args.elements, max(args.elements // 100, 200), args.reps)
+        section = oracle_section(args.elements, max(args.elements // 100, 200), args.reps)
+        out = Path(args.out)
+        if out.exists():
+            text = out.read_text()
+            pattern = re.compile(r"## Oracle throughput.*?(?=^## )", re.S | re.M)
+            if pattern.search(text):
+                out.write_text(pattern.sub(lambda _: "\n".join(section) + "\n", text, count=1))
+                print(f"replaced the oracle section of {out}")
         return 0
     import torch
 
