@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 import sympy as sp
 
-from spec.bounds import Precision, bound
+from spec.bounds import Precision, evaluate
 from spec.formats import FLOAT64
 from spec.orders import Order, straightforward
 from spec.rule import Rule
+from spec.symbols import SCALARS
 from spec.symbols import t as t_symbol
 
 SAFETY = 2.0
@@ -65,6 +66,21 @@ class Estimate:
     value: np.ndarray
     error: np.ndarray
     ok: np.ndarray
+
+    def at(self, flat: Any, shape: tuple[int, ...]) -> Estimate:
+        """The estimate at the elements `flat` (flat indices, or a slice) of `shape`."""
+        return Estimate(*(np.broadcast_to(a, shape).reshape(-1)[flat]
+                          for a in (self.value, self.error, self.ok)))
+
+    def within(self, got: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """The `decide` "surely within" half alone (what early acceptance needs)."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            upper = np.abs(got - self.value)
+            upper += self.error
+            zero = upper == 0
+            upper *= 1 + _SLACK
+            upper += _TINY
+            return self.ok & (np.where(zero, 0.0, upper) <= allowed)
 
     def decide(self, got: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(surely within, surely outside) `allowed` of the exact value, per element of the finite
@@ -93,18 +109,74 @@ def _order(rule: Rule) -> Order | None:
 def estimate(rule: Rule, env: Mapping[sp.Symbol, Any]) -> dict[str, Estimate] | None:
     """Float64 value and error bound of every output at `env`; None where the rule cannot be
     filtered (a constant float64 rounds, or t past 2**53)."""
-    order = _order(rule)
-    t_value = np.asarray(env.get(t_symbol, 1), dtype=np.float64)
-    if order is None or not np.all(np.abs(t_value) <= 2.0**53):
+    step = Filter(rule, env)
+    if step.order is None:
         return None
-    out = {}
-    for name, b in bound(order, env, FLOAT64_ARITHMETIC).items():
+    return {name: step.estimate(name) for name in rule.outputs}  # type: ignore[misc]
+
+
+class Filter:
+    """The float64 filter of one step, output by output when asked.
+
+    With a `companion` profile (the implementation's), the same pass also gives a lower value of
+    that profile's bound for the rule's own order (`spec.plan.Wanted.lower`): the values, partials
+    and adjoints are the filter's, only the rounding weights differ. The judge accepts by it the
+    elements that are surely within the bound before computing any other order."""
+
+    def __init__(self, rule: Rule, env: Mapping[sp.Symbol, Any],
+                 companion: Precision | None = None) -> None:
+        self.rule, self.companion = rule, companion
+        order = _order(rule)
+        t_value = np.asarray(env.get(t_symbol, 1), dtype=np.float64)
+        if order is not None and not np.all(np.abs(t_value) <= 2.0**53):
+            order = None
+        self.order = order
+        self.env = _common_scalars(env)
+        self._estimates: dict[str, Estimate] = {}
+        self._lower: dict[str, np.ndarray] = {}
+
+    def _run(self, name: str) -> None:
+        assert self.order is not None
+        precs = [FLOAT64_ARITHMETIC] + ([self.companion] if self.companion is not None else [])
+        result = evaluate(self.order, self.env, precs, tuple(self.order.tree), (name,),
+                          sensitivity=False, lower=(1,))
+        b = result[0][name]
         y = np.asarray(b.center, dtype=np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
             err = b.value * SAFETY
             ok = b.in_domain & np.isfinite(y) & np.isfinite(err) & (err <= GUARD * np.abs(y))
-        out[name] = Estimate(y, np.where(ok, err, np.inf), ok)
+        self._estimates[name] = Estimate(y, np.where(ok, err, np.inf), ok)
+        if self.companion is not None:
+            self._lower[name] = result[1][name].value
+
+    def estimate(self, name: str) -> Estimate | None:
+        if self.order is None:
+            return None
+        if name not in self._estimates:
+            self._run(name)
+        return self._estimates[name]
+
+    def lower_bound(self, name: str) -> np.ndarray | None:
+        """A lower value of the companion profile's bound of the rule's own order (None without
+        a companion or where the filter does not apply)."""
+        if self.order is None or self.companion is None:
+            return None
+        if name not in self._lower:
+            self._run(name)
+        return self._lower[name]
+
+
+def _common_scalars(env: Mapping[sp.Symbol, Any]) -> dict[sp.Symbol, Any]:
+    """`env` with every hyperparameter or t that is one value broadcast to the tensors' shape
+    (as the lazy oracle binds t) given as that one value: scalar arithmetic stays scalar."""
+    out = dict(env)
+    for s, value in env.items():
+        if s in SCALARS and isinstance(value, np.ndarray) and value.ndim and value.size:
+            first = value.flat[0]
+            # A broadcast scalar (all strides 0) is one value without looking at the others.
+            if not any(value.strides) or np.all(value == first):
+                out[s] = np.asarray(first)
     return out
 
 
-__all__ = ["Estimate", "estimate", "mode", "SAFETY", "GUARD"]
+__all__ = ["Estimate", "Filter", "estimate", "mode", "SAFETY", "GUARD"]

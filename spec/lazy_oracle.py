@@ -16,8 +16,8 @@ from typing import Any
 import mpmath
 import numpy as np
 
-from spec.bounds import environment
-from spec.filter import Estimate, estimate
+from spec.bounds import Precision, environment
+from spec.filter import Estimate, Filter
 from spec.oracle import Oracle, StepResult
 from spec.rounding import as_float64
 
@@ -34,8 +34,9 @@ class _Inputs:
         if missing:
             raise KeyError(f"{rule.name}: no value for hyperparameter(s) {missing}")
         self.hyper = {h: float(defaults[h]) for h in rule.hyperparameter_names}
-        tensors = [as_float64(params), as_float64(grad)]
-        tensors += [as_float64(state[s.name]) if s.name in state
+        # copy=False: the arrays are only read (and broadcast views of them kept).
+        tensors = [as_float64(params, copy=False), as_float64(grad, copy=False)]
+        tensors += [as_float64(state[s.name], copy=False) if s.name in state
                     else as_float64(rule.initial_state.get(s.name, 0.0)) for s in rule.state]
         t_arr = np.asarray(t)
         self.shape = np.broadcast(*tensors[:2], t_arr).shape
@@ -56,8 +57,10 @@ class _Inputs:
 class LazyStepResult(StepResult):
     """Exact outputs of one step, evaluated per element on demand (see the module doc)."""
 
-    def __init__(self, oracle: Oracle, inputs: _Inputs) -> None:
+    def __init__(self, oracle: Oracle, inputs: _Inputs, companion: Precision | None = None
+                 ) -> None:
         object.__setattr__(self, "prec", oracle.prec)
+        object.__setattr__(self, "_companion", companion)
         object.__setattr__(self, "_oracle", oracle)
         object.__setattr__(self, "_inputs", inputs)
         object.__setattr__(self, "_cache", {})
@@ -81,8 +84,9 @@ class LazyStepResult(StepResult):
         return cached
 
     @cached_property
-    def _estimates(self) -> dict[str, Estimate] | None:
-        return estimate(self._oracle.rule, self._inputs.env)
+    def filter(self) -> Filter:
+        """The float64 filter of this step (`spec.filter.Filter`)."""
+        return Filter(self._oracle.rule, self._inputs.env, self._companion)
 
     @cached_property
     def _full(self) -> dict[str, np.ndarray]:
@@ -143,8 +147,7 @@ class ExactOutput:
 
     @property
     def estimate(self) -> Estimate | None:
-        est = self._result._estimates
-        return None if est is None else est[self.name]
+        return self._result.filter.estimate(self.name)
 
     def at(self, idx: tuple[int, ...]) -> mpmath.mpf:
         return self._result.element(tuple(int(i) for i in idx))[self._position]
@@ -176,9 +179,13 @@ class ExactOutput:
 
 
 def lazy_step(oracle: Oracle, params: Any, grad: Any, state: Mapping[str, Any] | None = None,
-              hyper: Mapping[str, float] | None = None, t: int = 1) -> LazyStepResult:
-    """`oracle.step(...)`, evaluated only where asked (see the module doc)."""
-    return LazyStepResult(oracle, _Inputs(oracle, params, grad, state or {}, hyper or {}, t))
+              hyper: Mapping[str, float] | None = None, t: int = 1,
+              companion: Precision | None = None) -> LazyStepResult:
+    """`oracle.step(...)`, evaluated only where asked (see the module doc). `companion`: the
+    implementation's precision profile, whose bound in the rule's own order the filter's pass
+    also gives (a lower value, for early acceptance: `spec.filter.Filter`)."""
+    return LazyStepResult(oracle, _Inputs(oracle, params, grad, state or {}, hyper or {}, t),
+                          companion)
 
 
 __all__ = ["LazyStepResult", "ExactOutput", "lazy_step"]

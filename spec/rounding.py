@@ -16,14 +16,15 @@ from mpmath.libmp import from_man_exp, round_nearest, to_float
 from spec.formats import FLOAT32, FLOAT64, Format, format_of
 
 
-def as_float64(x: Any) -> np.ndarray:
-    """Any numpy array, torch tensor (bfloat16 included) or scalar as float64, losslessly."""
+def as_float64(x: Any, copy: bool = True) -> np.ndarray:
+    """Any numpy array, torch tensor (bfloat16 included) or scalar as float64, losslessly;
+    copy=False returns a float64 array itself (for callers that never write to it)."""
     if hasattr(x, "detach"):  # torch tensor: bf16/fp16/fp32 all widen exactly to float64
         x = x.detach().to("cpu").double().numpy()
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"expected a real floating-point array, got dtype {arr.dtype}")
-    return arr.astype(np.float64)
+    return arr.astype(np.float64, copy=copy)
 
 
 def to_mpf(x: Any) -> np.ndarray:
