@@ -24,7 +24,8 @@ from spec.filter import mode as oracle_mode
 from spec.formats import format_of
 from spec.lazy_oracle import ExactOutput, lazy_step
 from spec.oracle import Oracle, StepResult
-from spec.orders import DECLARABLE, adam_orders, adamw_orders, straightforward
+from spec.orders import DECLARABLE, adam_orders, adamw_orders
+from spec.orders_other import other_orders
 from spec.rounding import round_to, ulp_distance
 from spec.rule import Rule
 
@@ -62,7 +63,7 @@ class Model:
         if self.rule_name in ("adam", "adam_l2"):
             coupling = "l2" if self.rule_name == "adam_l2" else "none"
             return adam_orders(self.rule, coupling, self.convention, prec.compute)
-        return (straightforward(self.rule),)
+        return other_orders(self.rule)
 
     def expect(self, params: Any, grad: Any, state: Mapping[str, Any], hyper: Mapping[str, float],
                t: int, prec: Precision) -> tuple[StepResult, dict[str, Bound]]:

@@ -11,6 +11,9 @@ from hypothesis import strategies as st
 from conformance import record
 from conformance.adapters.base import GroupSetup, ParamState, Setup, capability
 from conformance.drive import (
+    Config,
+    ImplementationError,
+    StepOutcome,
     bit_difference,
     can_replay,
     create,
@@ -34,6 +37,7 @@ from conformance.strategies import (
     state_regimes,
     steps,
 )
+from spec.symbols import lr as LR
 
 pytestmark = pytest.mark.catalogue("schedule")
 
@@ -74,18 +78,87 @@ def test_current_lr(cfg, hyper, factor, theta, g, before, seed):
     grads = [g.sample(rng, s, cfg.dtype) for s in _SHAPES]
     outcome = judge_step(cfg, run, x, states, grads, [judged] * len(params))
     if outcome.mismatches:
-        i = outcome.mismatches[0][0]
-        stale = with_schedule_base(cfg.model, hyper, hyper["lr"])
-        exact, bnd = cfg.model.expect(x[i], grads[i], states[i].as_mapping(), stale,
-                                      states[i].step + 1, cfg.precision())
-        with record.suspended():
-            old = compare("theta", outcome.params[i], exact["theta"], bnd["theta"], cfg.dtype)
-        note = (f"lr changed from {hyper['lr']!r} to {new_lr!r} before this step"
-                + ("; the result matches the OLD lr: the change was ignored" if old is None
-                   else "; the step or the decay did not use the new lr"))
+        note = _diagnosis(cfg, outcome, x, states, grads, hyper, judged)
         fail(failure("schedule.current_lr", cfg, outcome, [judged] * len(params),
                      states[0].step + 1, note=note,
                      repro=reproduction(cfg, "schedule.current_lr")))
+
+
+def _diagnosis(cfg: Config, outcome: StepOutcome, x: list[np.ndarray],
+               states: list[ParamState], grads: list[np.ndarray], hyper: dict[str, float],
+               judged: dict[str, float]) -> str:
+    """What the failure says about the lr change, from evidence, never a guess.
+
+    Two facts decide it. (1) Which outputs broke the bound, and whether the spec makes them
+    depend on lr at all (AdamW's m and v do not: a mismatch there is an inaccurate step at any
+    lr, what exact.one_step reports). (2) A control: a fresh optimizer created with the new lr,
+    put at the same parameters and state (state replay) and given the same gradient. If its
+    parameters are bitwise those of the run whose lr was changed, the change took effect, and
+    the step is outside the bound for another reason. Only where theta broke the bound, is within
+    the old lr's bound, and the control differs (or cannot be built) is the change "ignored".
+    """
+    new_lr = judged["lr"]
+    head = f"lr changed from {hyper['lr']!r} to {new_lr!r} before this step"
+    broken = sorted({mm.output for _, mm in outcome.mismatches})
+    on_lr = [o for o in broken if o in cfg.model.rule.update
+             and LR in cfg.model.rule.update[o].free_symbols]
+    control = _control(cfg, x, states, grads, judged)
+    if control is None:
+        evidence = ""
+        took_effect = None
+    else:
+        same = all(same_bits(a, b) for a, b in zip(outcome.params, control, strict=True))
+        took_effect = same
+        evidence = (f"a fresh optimizer created with lr={new_lr!r}, put at the same parameters "
+                    f"and state and given the same gradient, gives "
+                    + ("bitwise the same parameters: the change took effect" if same else
+                       "other parameters (" + _first_difference(outcome.params, control) + ")"))
+    if not on_lr:
+        return (f"{head}; only {', '.join(broken)} broke the bound, which under rule "
+                f"{cfg.model.rule.name} does not depend on lr: this step is outside the bound "
+                "whatever the lr (exact.one_step judges that), not because of the change"
+                + (f"; {evidence}" if evidence else ""))
+    i = next(i for i, mm in outcome.mismatches if mm.output in on_lr)
+    stale = with_schedule_base(cfg.model, hyper, hyper["lr"])
+    exact, bnd = cfg.model.expect(x[i], grads[i], states[i].as_mapping(), stale,
+                                  states[i].step + 1, cfg.precision())
+    with record.suspended():
+        old = compare("theta", outcome.params[i], exact["theta"], bnd["theta"], cfg.dtype)
+    if took_effect:
+        return (f"{head}; {evidence}; the step is outside the bound "
+                + ("at the new lr (it is within the old lr's bound too: at this point the two "
+                   "lrs give results closer than the bound tells apart)" if old is None
+                   else "at both the new and the old lr")
+                + ", for a reason other than the change (exact.one_step judges the step)")
+    verdict = ("the result matches the OLD lr: the change was ignored" if old is None
+               else "the step or the decay did not use the new lr")
+    return f"{head}; {verdict}" + (f"; {evidence}" if evidence else "")
+
+
+def _control(cfg: Config, x: list[np.ndarray], states: list[ParamState],
+             grads: list[np.ndarray], judged: dict[str, float]) -> list[np.ndarray] | None:
+    """The parameters after one step of a fresh optimizer created with the judged lr, put at
+    (x, states): None where the state cannot be written, or where the declared convention makes
+    the decay depend on the lr an optimizer was created with (decay_coupling=schedule)."""
+    if "initial_lr" in judged:
+        return None
+    hyper = {k: v for k, v in judged.items() if k != "initial_lr"}
+    try:
+        run = prepare(cfg, Setup([GroupSetup([p.copy() for p in x], hyper)], cfg.dtype,
+                                 cfg.device), x, states)
+        if run is None:
+            return None
+        step(cfg, run, grads)
+        return run.params()
+    except ImplementationError:
+        return None
+
+
+def _first_difference(got: list[np.ndarray], want: list[np.ndarray]) -> str:
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        if not same_bits(a, b):
+            return f"parameter {i}: {bit_difference(a, b)}"
+    return "bitwise equal"
 
 
 @given(hyper=hyperparameters(), theta=regimes(-4, 4, zeros=True), g=regimes(-8, 4, zeros=True),

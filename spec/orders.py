@@ -78,9 +78,13 @@ COUPLINGS = ("decoupled", "l2", "none")
 
 def _coupled(coupling: str, store) -> tuple[sp.Expr, sp.Expr]:
     """(the parameters the step starts from, the gradient the moments see) for `coupling`;
-    `store` marks where the L2 gradient is written to a tensor (the identity for fused)."""
+    `store` marks where the L2 gradient is written to a tensor (the identity for fused).
+
+    torch's eager paths form it with grad.add(param, alpha=weight_decay), whose CPU kernel rounds
+    alpha to the tensor dtype (measured on torch 2.13: bf16(wd) for bf16 tensors), so `store`
+    marks weight_decay too; in float32/float64 that store is exact."""
     if coupling == "l2":
-        return theta, store(g + weight_decay * theta)
+        return theta, store(g + store(weight_decay) * theta)
     return theta, g
 
 

@@ -45,13 +45,40 @@ def test_passes_against_detected_rule(impl: str) -> None:
     assert {"exact.one_step", "exact.trajectory", "groups.order", "state.round_trip"} <= ran
 
 
+#: torch's correct paths in bfloat16, each bounded by its own traced order
+#: (spec/orders_other.py; Adam+L2 by spec/orders.py's L2 orders): every rule family, the
+#: for-loop and the foreach path. SGD(fused=True) is left out: torch 2.13's CPU kernel skips
+#: the vectorised part of bf16/fp16 updates (pytorch/pytorch#191763), which the suite reports.
+BF16_TARGETS = {
+    "torch.optim.SGD(momentum=0.9, dampening=0.1)": ("momentum", [SGD_XFAILS]),
+    "torch.optim.SGD(nesterov=True, foreach=True)": ("nesterov", [SGD_XFAILS]),
+    "torch.optim.Adagrad(foreach=True)": ("adagrad", []),
+    "torch.optim.RMSprop(foreach=True)": ("rmsprop", []),
+    "torch.optim.RMSprop(centered=True, momentum=0.5)": ("rmsprop_centered_momentum", []),
+    "torch.optim.Adam": ("adam_l2", []),
+}
+
+
+@pytest.mark.parametrize("impl", sorted(BF16_TARGETS))
+def test_passes_in_bfloat16(impl: str) -> None:
+    """The eager paths store every op's result in bf16 (the L2 gradient, sqrt(sum), the
+    momentum buffer's partial products) and round add's alpha to bf16; the traced orders bound
+    exactly that, so the correct optimizers pass with no tolerance of their own."""
+    rule, extra = BF16_TARGETS[impl]
+    out = run_suite(f"--impl={impl}", "--dtype=bfloat16", *extra, "-rs")
+    assert out.rc == pytest.ExitCode.OK, out.messages
+    ran = {_catalogue(k) for k, v in out.results.items() if v == "passed"}
+    assert {"exact.one_step", "exact.trajectory", "dtype.precision",
+            "schedule.current_lr"} <= ran, (impl, rule)
+
+
 def test_rule_in_header() -> None:
     import torch
 
     from conformance.adapters.torch_optim import TorchOptimizerAdapter
     from conformance.rules import choose
 
-    for impl, (rule, _) in TARGETS.items():
+    for impl, (rule, _) in {**TARGETS, **BF16_TARGETS}.items():
         name, _, args = impl.partition("(")
         fixed = eval(f"dict({args}") if args else {}  # noqa: S307 - literals of this file
         cls = getattr(torch.optim, name.rsplit(".", 1)[1])
@@ -76,10 +103,12 @@ def test_adam_offered_as_adamw_still_fails_decouple() -> None:
     assert "Adam+L2 (coupled decay" in message
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("name", sorted(KILLS))
-def test_mutant_killed(name: str) -> None:
+def test_mutant_killed(name: str, dtype: str) -> None:
+    """In bfloat16 too: the traced orders' larger bound still leaves each defect outside it."""
     family, prop = KILLS[name].split(".")
     out = run_suite(f"conformance/test_{family}.py::test_{prop}",
-                    f"--impl=impl.mutants.rules:{name}")
+                    f"--impl=impl.mutants.rules:{name}", f"--dtype={dtype}")
     assert out.rc == pytest.ExitCode.TESTS_FAILED, name
     assert any(KILLS[name] in m for m in out.messages.values()), out.messages

@@ -13,7 +13,8 @@ from spec.conventions import DEFAULT, Convention
 from spec.formats import FLOAT32
 from spec.markers import StoreParam, StoreState, strip
 from spec.orders import adam_orders
-from tests.test_facts import _order_points, branches, differs_at, equal_at
+from spec.orders_other import TRACED, other_orders
+from tests.test_facts import _order_points, branches, differs_at, equal_at, points
 
 
 @pytest.mark.parametrize("amsgrad", [False, True], ids=["plain", "amsgrad"])
@@ -61,3 +62,45 @@ def test_scale_free_rules_scale_their_state(name):
         for kv in (2, sp.Rational(1, 8)):
             pts = _order_points(22)
             assert equal_at(scaled.subs(k, kv), want.subs(k, kv), pts), (name, out)
+
+
+def _other_points(seed: int) -> list[dict]:
+    # t = 1 (SGD's buffer is the gradient) and t > 1; alpha on both sides of 1/2 (the lerp of
+    # centered RMSProp's gradient average has one formula on each side).
+    pts = points(seed, 4)
+    for p, a in zip(pts, (sp.Rational(3, 4), sp.Rational(1, 4), sp.Rational(63, 64),
+                          sp.Rational(1, 64)), strict=True):
+        p[S.alpha] = a
+    return pts
+
+
+@pytest.mark.parametrize("maximized", [False, True], ids=["plain", "maximize"])
+@pytest.mark.parametrize("name", TRACED)
+def test_other_orders_equal_the_rule(name, maximized):
+    """torch's traced SGD/Adagrad/RMSprop orders (spec/orders_other.py), markers stripped, are
+    their rule: evaluated exactly at rational points, every Piecewise (t = 1, the lerp's
+    branch) taken as the point says."""
+    rule = registry.get(name, maximized=maximized)
+    orders = other_orders(rule)
+    assert [o.name for o in orders] == ["straightforward", "torch_loop", "torch_foreach"]
+    pts = _other_points(30)
+    for order in orders:
+        assert set(order.tree) == set(rule.update), (name, order.name)
+        for out, tree in order.tree.items():
+            plain = strip(tree)
+            assert not plain.atoms(StoreParam, StoreState)
+            assert equal_at(plain, rule.update[out], pts), (name, order.name, out)
+
+
+def test_other_order_check_has_power():
+    """The comparison above can fail: an order of one rule is not another rule, and the
+    un-maximized order is not the maximized rule."""
+    pts = _other_points(31)
+    pairs = [("sgd", "momentum"), ("momentum", "nesterov"),
+             ("rmsprop", "rmsprop_centered"), ("rmsprop_momentum", "rmsprop")]
+    for mine, other in pairs:
+        tree = strip(other_orders(registry.get(mine))[1].tree["theta"])
+        assert differs_at(tree, registry.get(other).update["theta"], pts), (mine, other)
+    for name in ("adagrad", "sgd"):
+        tree = strip(other_orders(registry.get(name))[2].tree["theta"])
+        assert differs_at(tree, registry.get(name, maximized=True).update["theta"], pts), name
