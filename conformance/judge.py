@@ -24,7 +24,7 @@ from spec.filter import mode as oracle_mode
 from spec.formats import format_of
 from spec.lazy_oracle import ExactOutput, lazy_step
 from spec.oracle import Oracle, StepResult
-from spec.orders import DECLARABLE, adam_orders, adamw_orders
+from spec.orders import DECLARABLE, adam_orders, adamw_orders, straightforward
 from spec.orders_other import other_orders
 from spec.rounding import round_to, ulp_distance
 from spec.rule import Rule
