@@ -392,7 +392,7 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
     return Compiled(source, ns, leaves)
 
 
-_NAME = re.compile(r"\\b[a-z][a-z0-9_]*\\b")
+_NAME = re.compile(r"(?<![.\w])[a-z][a-z0-9_]*\b")
 
 
 def _free_dead(lines: list[str], returned: str, local: set[str]) -> list[str]:
