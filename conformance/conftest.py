@@ -82,7 +82,11 @@ def _config(config: pytest.Config) -> Config:
         conventions = config.getoption("--conventions")
         rule = rules.choose(config.getoption("--rule"), adapter)
         if conventions.strip() == "auto":
-            convention, note = _auto_conventions(config, adapter, rule, text)
+            convention, note, shown = _auto_conventions(config, adapter, rule, text)
+            if shown and config.getoption("--rule") == rules.AUTO and not rules.declared(adapter):
+                # Nothing names the target's rule: judge the one its behaviour shows (optax.adam
+                # is Adam without decay, optax.sgd is SGD), not AdamW by default.
+                rule = shown
             config._conformance_auto = note  # type: ignore[attr-defined]
         else:
             convention = Convention.parse(conventions)
@@ -102,20 +106,23 @@ def _config(config: pytest.Config) -> Config:
 
 
 def _auto_conventions(config: pytest.Config, adapter: object, rule: str,
-                      text: str) -> tuple[Convention, str]:
+                      text: str) -> tuple[Convention, str, str | None]:
     """--conventions=auto: the conventions the fingerprint finds from the target's behaviour
     (conformance/fingerprint.py), and the header's note of what it found. The conventions are
     the Adam family's: another rule has none, and a target the fingerprint cannot place in the
-    family (or cannot drive) is judged with the defaults, its verdict in the header."""
+    family (or cannot drive) is judged with the defaults, its verdict in the header. The third
+    value is the spec rule the behaviour shows, where the fingerprint names one."""
     if rule not in rules.ADAM_FAMILY:
-        return Convention(), f"rule {rule} has no conventions: default"
+        return Convention(), f"rule {rule} has no conventions: default", None
     from conformance.fingerprint import fingerprint
     try:
         fp = fingerprint(adapter, config.getoption("--dtype"), config.getoption("--device"),
                          config.getoption("--impl-timeout"), text)
     except Exception as e:  # noqa: BLE001 - the run goes on with the defaults, saying why
-        return Convention(), f"the fingerprint failed ({type(e).__name__}: {e}): default"
-    return fp.convention(), f"fingerprint: {fp.verdict().text}"
+        return Convention(), f"the fingerprint failed ({type(e).__name__}: {e}): default", None
+    shown = fp.spec_rule()
+    convention = fp.convention() if shown in rules.ADAM_FAMILY else Convention()
+    return convention, f"fingerprint: {fp.verdict().text}", shown
 
 
 def pytest_configure(config: pytest.Config) -> None:

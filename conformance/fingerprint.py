@@ -102,6 +102,8 @@ class Fingerprint:
     answers: dict[str, Answer] = field(default_factory=dict)
     #: why the target could not be driven at all (raised, hung, gave no numbers); None if it was
     undriven: str | None = None
+    #: the spec's rule outside the Adam family that its plain steps follow, if exactly one
+    follows: str | None = None
 
     def convention(self) -> Convention:
         """The declarable conventions found (for --conventions). A property whose answer is not
@@ -122,6 +124,18 @@ class Fingerprint:
         coupling = self.answers.get("coupling")
         value = coupling.value if coupling is not None else ""
         return {"L2": "adam_l2", "none": "adam"}.get(value, "adamw")
+
+    def spec_rule(self) -> str | None:
+        """The spec's rule the behaviour shows (adamw, adam_l2, adam, or another rule its plain
+        steps follow), or None where the probes place it in no rule."""
+        rule = self.answers.get("rule")
+        if self.undriven is not None or rule is None:
+            return None
+        if rule.value == ADAM_FAMILY:
+            coupling = self.answers.get("coupling")
+            known = coupling is not None and coupling.value in ("decoupled", "L2", "none")
+            return self.rule_name() if known else None
+        return self.follows
 
     def verdict(self) -> Verdict:
         """What the probes found, in one line, with the exit code of the command line."""
@@ -269,7 +283,10 @@ def _explain(name: str) -> Callable[[str], str]:
 #: for the whole family (adam, adam_l2, adamw); SGD's decoupled and L2 forms agree at wd=0.
 _RULES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("adam", "adam", {}), ("adam, eps=hat", "adam", {"eps": "hat"}),
-    ("adam, eps=root", "adam", {"eps": "root"}), ("sgd", "sgd", {}),
+    ("adam, eps=root", "adam", {"eps": "root"}),
+    ("adam, amsgrad=raw_max", "adam", {"amsgrad": "raw_max"}),
+    ("adam, amsgrad=corrected_max", "adam", {"amsgrad": "corrected_max"}),
+    ("sgd", "sgd", {}),
     ("momentum_ema", "momentum_ema", {}), ("adagrad", "adagrad", {}),
     ("rmsprop", "rmsprop", {}),
 )
@@ -290,6 +307,7 @@ class _Prober:
         self.declared = Config(adapter, dtype=dtype, device=device, timeout=timeout)
         self.found = Convention()
         self.rule = "adamw"
+        self.follows: str | None = None  # the spec's non-Adam rule its plain steps follow
 
     # plumbing ------------------------------------------------------------------------------
 
@@ -389,6 +407,8 @@ class _Prober:
         ranked = sorted(res.items(), key=lambda kv: kv[1])
         nearest = (f"{ranked[0][0]}, {_ratio_text(ranked[0][1])} x its bound"
                    if np.isfinite(ranked[0][1]) else "")
+        if len(matches) == 1:
+            self.follows = matches[0]
         if matches:
             return Answer(f"{NOT_ADAM}: its plain steps follow rule {', '.join(matches)} of the "
                           "spec (judge it with --rule=" + matches[0] + ")", evidence,
@@ -769,6 +789,7 @@ def fingerprint(adapter: Any, dtype: str = "float32", device: str = "cpu",
         return fp
     try:
         fp.answers["rule"] = p.rule_probe()
+        fp.follows = p.follows
     except Exception as e:  # noqa: BLE001
         fp.answers["rule"] = Answer(f"{UNDETERMINED}: {_reason(e)}",
                                     "the rule probe did not complete", False)
