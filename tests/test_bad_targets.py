@@ -187,3 +187,12 @@ def test_conventions_auto_on_an_unknown_optimizer_names_it(tmp_path: Path) -> No
     assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
     assert "(auto; fingerprint: not an Adam-family rule" in r.output, r.output
     assert "is outside the spec's bound" in r.output and "INTERNALERROR" not in r.output
+
+
+def test_conventions_auto_judges_the_rule_the_behaviour_shows(tmp_path: Path) -> None:
+    pytest.importorskip("optax")
+    r = suite(tmp_path, "--impl=optax.adam", "--conventions=auto", "-v", "-k", "step_one",
+              targets=("conformance/test_bias.py",))
+    assert "rule=adam conventions=default (auto; fingerprint: Adam (no weight decay)" \
+        in r.output, r.output
+    assert r.rc == pytest.ExitCode.OK, r.output

@@ -219,3 +219,16 @@ def test_optax_as_users_build_it(target: str, coupling: str, rule: str) -> None:
 def test_optax_sgd_is_driven_and_named() -> None:
     pytest.importorskip("optax")
     assert "follow rule sgd" in fp("optax.sgd").answers["rule"].value
+
+
+def test_amsgrad_fixed_on_is_still_the_adam_family() -> None:
+    found = fp("torch.optim.Adam(amsgrad=True)")
+    assert found.answers["rule"].value == "Adam family", found.table()
+    assert "amsgrad=raw_max 0.0" in found.answers["rule"].evidence or \
+        found.answers["rule"].confident, found.answers["rule"]
+    assert found.spec_rule() == "adam_l2"
+
+
+def test_spec_rule_of_another_rule() -> None:
+    assert fp("torch.optim.SGD").spec_rule() == "sgd"
+    assert fp("torch.optim.Adamax").spec_rule() is None
