@@ -286,6 +286,7 @@ _RULES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("adam, eps=root", "adam", {"eps": "root"}),
     ("adam, amsgrad=raw_max", "adam", {"amsgrad": "raw_max"}),
     ("adam, amsgrad=corrected_max", "adam", {"amsgrad": "corrected_max"}),
+    ("adam, eps=hat, amsgrad=raw_max", "adam", {"eps": "hat", "amsgrad": "raw_max"}),
     ("sgd", "sgd", {}),
     ("momentum_ema", "momentum_ema", {}), ("adagrad", "adagrad", {}),
     ("rmsprop", "rmsprop", {}),

@@ -1,7 +1,10 @@
 """The fingerprint and the suite on optimizers that the project names nowhere, and on garbage.
 
     python -m conformance.survey [--only TARGET ...] [--modes fp32,bf16,suite,auto] [--jobs N]
-                                 [--output reports/unknown-optimizers.md]
+                                 [--output reports/unknown-optimizers.md] [--update]
+
+The results also go to a JSON file next to the output (unknown-optimizers.json); `--update`
+re-runs only the --only targets and --modes given and keeps every other row from it.
 
 Each target runs, in its own process with a wall-clock limit, as a user would run it:
 
@@ -19,6 +22,7 @@ hanging target costs seconds, not minutes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -207,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=float, default=600.0,
                         help="wall-clock seconds per run (default 600)")
     parser.add_argument("--output", default=str(ROOT / "reports" / "unknown-optimizers.md"))
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other rows of the JSON file next to --output")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     bad = [m for m in modes if m not in MODES]
@@ -216,6 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets += [("other", t) for t in args.only or () if t not in {x[1] for x in TARGETS}]
     jobs = [(m, impl) for _, impl in targets for m in modes]
     results: dict[tuple[str, str], Outcome] = {}
+    store = Path(args.output).with_suffix(".json")
+    if args.update and store.exists():
+        for row in json.loads(store.read_text()):
+            results[(row["mode"], row["impl"])] = Outcome(row["rc"], row["summary"],
+                                                           row["crashed"], row["seconds"])
+        targets = list(TARGETS) + [t for t in targets if t not in TARGETS]
+        modes = list(MODES)
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         futures = {key: pool.submit(run_one, *key, args.limit) for key in jobs}
         for key, fut in futures.items():
@@ -224,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{key[0]:5} {key[1]:55} rc={o.rc!s:8} {'CRASH ' if o.crashed else ''}"
                   f"{o.seconds:5.0f}s  {o.summary[:150]}", flush=True)
     Path(args.output).write_text(render(results, targets, modes) + "\n")
+    store.write_text(json.dumps([{"mode": m, "impl": i, "rc": o.rc, "summary": o.summary,
+                                  "crashed": o.crashed, "seconds": round(o.seconds, 1)}
+                                 for (m, i), o in results.items()], indent=1) + "\n")
     print(f"wrote {args.output}")
     return 1 if any(o.crashed for o in results.values()) else 0
 
