@@ -93,6 +93,32 @@ TARGETS: tuple[tuple[str, str], ...] = (
 )
 
 MODES = ("fp32", "bf16", "suite", "auto")
+
+#: What the committed run showed (CPU, torch 2.13, optax 0.2.8, Keras 3.15): kept with the code
+#: that renders it; re-read it against the tables when the targets or the versions change.
+FINDINGS = """## What it shows
+
+- No run crashed: every fingerprint printed its table and one `verdict:` line, every suite run
+  ended in passes, readable failures (the property, the element, got vs oracle vs bound) or a
+  usage error naming the cause.
+- The rule probe places each target from four plain steps: torch's SGD, Adagrad and RMSprop and
+  optax.sgd follow the spec's `sgd`, `adagrad`, `rmsprop`; NAdam, RAdam, Adamax, Adadelta, ASGD,
+  Rprop, LBFGS, Lion (torch-style and optax), optax's adafactor, yogi, lamb, adabelief, radam,
+  nadamw, adamw(nesterov=True), adagrad (initial accumulator 0.1) and rmsprop (decay 0.9 by
+  default), Keras' Nadam and Adamax follow no rule of the spec (the nearest named, from about
+  350 to 8e5 times its bound), so no convention is claimed for them; `optax.adam` and
+  `impl.unknown:masked_adamw` are Adam without decay, `impl.unknown:chained_adam_l2`
+  (add_decayed_weights before scale_by_adam) is Adam+L2, `torch.optim.Adam(amsgrad=True)` and
+  Keras' AdamW(amsgrad=True) are the Adam family.
+- Could not drive (exit 3, with the target's own error): torch's SparseAdam (dense gradients) and
+  Adafactor (eps is a pair), `torch.optim.Optimizer` itself, Keras' Lion, Adafactor, SGD and
+  RMSprop (the Keras adapter passes beta_1/beta_2/epsilon they do not take), Keras' Nadam in
+  bfloat16 (its own `_foreach_div` TypeError on the torch backend), the raising, hanging (the
+  per-call limit) and number-less targets.
+- Keras' Adam and AdamW(use_ema=True) are AdamW of Keras' conventions whose float32
+  hyperparameters put decay_target and moments just outside the bound (nearest within 8x), the
+  known Keras deviation (README, "optax and Keras").
+"""
 # The first call into torch.optim can take seconds on a loaded machine (lazy imports).
 IMPL_TIMEOUT = 30.0
 
@@ -186,6 +212,8 @@ def render(results: dict[tuple[str, str], Outcome], targets: Sequence[tuple[str,
         "within the wall-clock limit.",
         "",
         f"Runs: {len(results)}; crashes: {crashes}.",
+        "",
+        FINDINGS,
         "",
     ]
     for mode in modes:
