@@ -76,27 +76,54 @@ def _config(config: pytest.Config) -> Config:
         return cached
     text = config.getoption("--impl")
     try:
+        if config.getoption("--impl-timeout") <= 0:
+            raise ValueError(f"--impl-timeout={config.getoption('--impl-timeout'):g}: give a "
+                             "positive number of seconds")
         adapter = resolve(text)
         conventions = config.getoption("--conventions")
+        rule = rules.choose(config.getoption("--rule"), adapter)
         if conventions.strip() == "auto":
-            # Judge against what the target's behaviour shows (conformance/fingerprint.py).
-            from conformance.fingerprint import fingerprint
-            convention = fingerprint(adapter, config.getoption("--dtype"),
-                                     config.getoption("--device"),
-                                     config.getoption("--impl-timeout"), text).convention()
+            convention, note, shown = _auto_conventions(config, adapter, rule, text)
+            if shown and config.getoption("--rule") == rules.AUTO and not rules.declared(adapter):
+                # Nothing names the target's rule: judge the one its behaviour shows (optax.adam
+                # is Adam without decay, optax.sgd is SGD), not AdamW by default.
+                rule = shown
+            config._conformance_auto = note  # type: ignore[attr-defined]
         else:
             convention = Convention.parse(conventions)
-        rule = rules.choose(config.getoption("--rule"), adapter)
         model = Model(rule, convention, declared_orders=declared_orders(adapter))
         model.rule  # noqa: B018 - conventions on a non-Adam rule are a usage error, said now
     except (TargetError, ValueError) as e:
         raise pytest.UsageError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - e.g. an adapter class whose constructor raises
+        raise pytest.UsageError(f"--impl={text!r}: setting up the target raised "
+                                f"{type(e).__name__}: {e}") from None
     use_rule(rule, getattr(adapter, "pinned", None))
     cfg = Config(adapter, model, config.getoption("--dtype"),
                  config.getoption("--device"), config.getoption("--compute-dtype"),
                  config.getoption("--impl-timeout"), text)
     config._conformance = cfg  # type: ignore[attr-defined]
     return cfg
+
+
+def _auto_conventions(config: pytest.Config, adapter: object, rule: str,
+                      text: str) -> tuple[Convention, str, str | None]:
+    """--conventions=auto: the conventions the fingerprint finds from the target's behaviour
+    (conformance/fingerprint.py), and the header's note of what it found. The conventions are
+    the Adam family's: another rule has none, and a target the fingerprint cannot place in the
+    family (or cannot drive) is judged with the defaults, its verdict in the header. The third
+    value is the spec rule the behaviour shows, where the fingerprint names one."""
+    if rule not in rules.ADAM_FAMILY:
+        return Convention(), f"rule {rule} has no conventions: default", None
+    from conformance.fingerprint import fingerprint
+    try:
+        fp = fingerprint(adapter, config.getoption("--dtype"), config.getoption("--device"),
+                         config.getoption("--impl-timeout"), text)
+    except Exception as e:  # noqa: BLE001 - the run goes on with the defaults, saying why
+        return Convention(), f"the fingerprint failed ({type(e).__name__}: {e}): default", None
+    shown = fp.spec_rule()
+    convention = fp.convention() if shown in rules.ADAM_FAMILY else Convention()
+    return convention, f"fingerprint: {fp.verdict().text}", shown
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -131,7 +158,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"conformance: impl={cfg.adapter.name} version={cfg.adapter.version}",
         f"conformance: device={cfg.device} dtype={cfg.dtype} precision={cfg.precision().label()}",
         f"conformance: rule={cfg.model.rule.name} conventions={cfg.model.convention.label()}"
-        + (" (auto: found by the fingerprint)"
+        + (f" (auto; {getattr(config, '_conformance_auto', '')})"
            if config.getoption("--conventions").strip() == "auto" else ""),
         f"conformance: hypothesis profile={profile} seed="
         + (str(seed) if seed is not None

@@ -74,6 +74,8 @@ def guarded(what: str, fn: Callable[..., Any], *args: Any, timeout: float = 60.0
                                   f"{timeout:g} s (set --impl-timeout to allow more)")
     if "error" in box:
         e = box["error"]
+        if isinstance(e, ImplementationError):  # already says what the implementation did
+            raise e
         raise ImplementationError(f"the implementation raised {type(e).__name__} in {what}: "
                                   f"{e}") from e
     return box.get("value")
@@ -81,7 +83,56 @@ def guarded(what: str, fn: Callable[..., Any], *args: Any, timeout: float = 60.0
 
 def create(cfg: Config, setup: Setup) -> Run:
     __tracebackhide__ = True
-    return guarded("creating the optimizer", cfg.adapter.create, setup, timeout=cfg.timeout)
+    run = guarded("creating the optimizer", cfg.adapter.create, setup, timeout=cfg.timeout)
+    if run is None or not callable(getattr(run, "step", None)) \
+            or not callable(getattr(run, "params", None)):
+        raise ImplementationError(f"creating the optimizer gave {_short(run)}, which has no "
+                                  "step(grads) and params() (the adapter protocol's Run)")
+    return CheckedRun(run, [np.shape(p) for g in setup.groups for p in g.params])
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+class CheckedRun:
+    """A Run whose params() is checked against the parameters it was created with: one float
+    array of the created shape per parameter. Whatever else an implementation returns (None,
+    text, a missing or reshaped parameter) becomes an ImplementationError that says so, never an
+    error deep inside a comparison. Everything else is the wrapped Run's own."""
+
+    def __init__(self, run: Any, shapes: Sequence[tuple[int, ...]]) -> None:
+        self._run, self._shapes = run, list(shapes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._run, name)
+
+    def step(self, grads: Sequence[np.ndarray | None]) -> Any:
+        return self._run.step(grads)
+
+    def params(self) -> list[np.ndarray]:
+        __tracebackhide__ = True
+        got = self._run.params()
+        want = (f"expected a list of {len(self._shapes)} float arrays, one per parameter in "
+                "creation order")
+        if isinstance(got, (str, bytes)) or not hasattr(got, "__len__") \
+                or len(got) != len(self._shapes):
+            raise ImplementationError(f"the implementation's params() returned {_short(got)}: "
+                                      + want)
+        out = []
+        for i, (p, shape) in enumerate(zip(got, self._shapes, strict=True)):
+            try:
+                x = np.asarray(p, dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise ImplementationError(f"the implementation's params() gave parameter {i} as "
+                                          f"{_short(p)}, not numbers ({e}): {want}") from None
+            if x.shape != tuple(shape):
+                raise ImplementationError(f"the implementation's params() gave parameter {i} "
+                                          f"with shape {x.shape}, created with shape "
+                                          f"{tuple(shape)}")
+            out.append(x)
+        return out
 
 
 def step(cfg: Config, run: Run, grads: Sequence[np.ndarray | None]) -> None:

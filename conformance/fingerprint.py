@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from conformance.adapters.base import GroupSetup, ParamState, Setup, capability
+from conformance.adapters.base import (
+    GroupSetup,
+    ParamState,
+    Setup,
+    capability,
+    takes_none_grads,
+)
 from conformance.drive import (
     Config,
     ImplementationError,
@@ -42,10 +48,11 @@ from spec.formats import format_of
 from spec.rounding import ulp_distance
 
 #: The properties, in the order of the table.
-PROPERTIES = ("coupling", "decay_coupling", "decay_target", "eps", "counter", "moments",
+PROPERTIES = ("rule", "coupling", "decay_coupling", "decay_target", "eps", "counter", "moments",
               "amsgrad", "precision")
 
 WHAT = {
+    "rule": "whether plain steps follow Adam's update (any eps convention) or another rule",
     "coupling": "how weight decay enters: decoupled (AdamW), L2 in the gradient (Adam+L2), none",
     "decay_coupling": "the decay factor's dependence on lr",
     "decay_target": "which parameters the decay multiplies",
@@ -59,6 +66,14 @@ WHAT = {
 UNDETERMINED = "could not be determined"
 NO_MATCH = "none of the known conventions"
 NOT_APPLICABLE = "not applicable"
+ADAM_FAMILY = "Adam family"
+NOT_ADAM = "not an Adam-family rule"
+
+#: Exit codes of `python -m conformance.fingerprint` (README, "Fingerprint").
+EXIT_NAMED = 0      # an Adam-family rule, every convention property named
+EXIT_UNMATCHED = 1  # driven, but not an Adam-family rule, or some property fits no convention
+EXIT_USAGE = 2      # the --impl (or --device) cannot be used
+EXIT_UNDRIVEN = 3   # the target could not be driven: it raises, hangs, or returns no numbers
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,15 @@ class Answer:
     value: str
     evidence: str
     confident: bool
+    nearest: str = ""  # where nothing fits: the closest candidate and its err/bound
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The fingerprint in one line, and the exit code that goes with it."""
+
+    code: int
+    text: str
 
 
 @dataclass
@@ -76,6 +100,10 @@ class Fingerprint:
     dtype: str
     device: str
     answers: dict[str, Answer] = field(default_factory=dict)
+    #: why the target could not be driven at all (raised, hung, gave no numbers); None if it was
+    undriven: str | None = None
+    #: the spec's rule outside the Adam family that its plain steps follow, if exactly one
+    follows: str | None = None
 
     def convention(self) -> Convention:
         """The declarable conventions found (for --conventions). A property whose answer is not
@@ -94,7 +122,53 @@ class Fingerprint:
 
     def rule_name(self) -> str:
         coupling = self.answers.get("coupling")
-        return "adam_l2" if coupling is not None and coupling.value == "L2" else "adamw"
+        value = coupling.value if coupling is not None else ""
+        return {"L2": "adam_l2", "none": "adam"}.get(value, "adamw")
+
+    def spec_rule(self) -> str | None:
+        """The spec's rule the behaviour shows (adamw, adam_l2, adam, or another rule its plain
+        steps follow), or None where the probes place it in no rule."""
+        rule = self.answers.get("rule")
+        if self.undriven is not None or rule is None:
+            return None
+        if rule.value == ADAM_FAMILY:
+            coupling = self.answers.get("coupling")
+            known = coupling is not None and coupling.value in ("decoupled", "L2", "none")
+            return self.rule_name() if known else None
+        return self.follows
+
+    def verdict(self) -> Verdict:
+        """What the probes found, in one line, with the exit code of the command line."""
+        if self.undriven is not None:
+            return Verdict(EXIT_UNDRIVEN, f"could not drive the target: {self.undriven}")
+        rule = self.answers.get("rule")
+        if rule is not None and rule.value.startswith(UNDETERMINED):
+            return Verdict(EXIT_UNDRIVEN, f"could not drive the target: "
+                                          f"{rule.value.removeprefix(UNDETERMINED + ': ')}")
+        if rule is not None and rule.value != ADAM_FAMILY:
+            near = f" (nearest: {rule.nearest})" if rule.nearest else ""
+            return Verdict(EXIT_UNMATCHED, rule.value + near + "; no convention of DESIGN.md "
+                           "section 2 applies")
+        coupling = self.answers.get("coupling")
+        family = {"decoupled": "AdamW (decoupled weight decay)", "L2": "Adam+L2 (weight decay "
+                  "in the gradient)", "none": "Adam (no weight decay)"}.get(
+                      coupling.value if coupling else "", "an Adam-family rule")
+        unmatched = [(k, a) for k in PROPERTIES if k != "rule"
+                     and (a := self.answers.get(k)) is not None
+                     and a.value.startswith((NO_MATCH, UNDETERMINED))
+                     and not (k == "decay_coupling" and a is coupling)]
+        if not unmatched:
+            unsure = [k for k in PROPERTIES if (a := self.answers.get(k)) and not a.confident]
+            return Verdict(EXIT_NAMED, f"{family}; conventions: {self.conventions_text()}"
+                           + (f" (unsure: {', '.join(unsure)})" if unsure else ""))
+        parts = []
+        for k, a in unmatched:
+            if a.value.startswith(UNDETERMINED):
+                parts.append(f"{k} could not be determined ({a.value})")
+            else:
+                parts.append(f"{k} fits no convention of DESIGN.md section 2"
+                             + (f" (nearest: {a.nearest})" if a.nearest else ""))
+        return Verdict(EXIT_UNMATCHED, f"{family}, but " + "; ".join(parts))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +177,8 @@ class Fingerprint:
                         for k in PROPERTIES if (a := self.answers.get(k)) is not None},
             "conventions": self.conventions_text(),
             "rule": self.rule_name(),
+            "verdict": self.verdict().text,
+            "exit_code": self.verdict().code,
         }
 
     def table(self) -> str:
@@ -184,13 +260,16 @@ def _decide(results: dict[str, float], probe: str,
         return Answer(matches[0], evidence + what, True)
     if not matches:
         ranked = sorted(results.items(), key=lambda kv: kv[1])
-        nearest = ""
+        nearest = closest = ""
+        if ranked and np.isfinite(ranked[0][1]):
+            closest = f"{ranked[0][0]}, {_ratio_text(ranked[0][1])} x its bound"
         if len(ranked) > 1 and ranked[0][1] * 100 <= ranked[1][1]:
             # e.g. a target that rounds its hyperparameters to float32 (Keras): one convention
             # is near, just outside the bound, and the others are orders of magnitude away.
             nearest = (f"; nearest: {ranked[0][0]} ({_ratio_text(ranked[0][1])} x its bound, "
                        "the others >= 100 times farther): a precision deviation on top of it?")
-        return Answer(NO_MATCH, evidence + "; no candidate is within its bound" + nearest, False)
+        return Answer(NO_MATCH, evidence + "; no candidate is within its bound" + nearest, False,
+                      closest)
     return Answer(matches[0], evidence + f"; indistinguishable here: {', '.join(matches)}", False)
 
 
@@ -199,6 +278,20 @@ def _explain(name: str) -> Callable[[str], str]:
 
 
 # --- the prober -------------------------------------------------------------------------------
+
+#: The rule probe's candidates: (label, spec rule, conventions). Adam at weight_decay=0 stands
+#: for the whole family (adam, adam_l2, adamw); SGD's decoupled and L2 forms agree at wd=0.
+_RULES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("adam", "adam", {}), ("adam, eps=hat", "adam", {"eps": "hat"}),
+    ("adam, eps=root", "adam", {"eps": "root"}),
+    ("adam, amsgrad=raw_max", "adam", {"amsgrad": "raw_max"}),
+    ("adam, amsgrad=corrected_max", "adam", {"amsgrad": "corrected_max"}),
+    ("adam, eps=hat, amsgrad=raw_max", "adam", {"eps": "hat", "amsgrad": "raw_max"}),
+    ("sgd", "sgd", {}),
+    ("momentum_ema", "momentum_ema", {}), ("adagrad", "adagrad", {}),
+    ("rmsprop", "rmsprop", {}),
+)
+
 
 class _Hung(Exception):
     """The implementation hung once: further probes would only hang again."""
@@ -215,6 +308,7 @@ class _Prober:
         self.declared = Config(adapter, dtype=dtype, device=device, timeout=timeout)
         self.found = Convention()
         self.rule = "adamw"
+        self.follows: str | None = None  # the spec's non-Adam rule its plain steps follow
 
     # plumbing ------------------------------------------------------------------------------
 
@@ -247,10 +341,81 @@ class _Prober:
     # probes ----------------------------------------------------------------------------------
 
     def plumbing(self) -> None:
-        """One plain step: if the target cannot take one, no probe can say anything."""
+        """One plain step: if the target cannot take one, no probe can say anything. The run
+        checks that params() gives one float array of the created shape per parameter."""
         theta = self.x([1.0, -0.5])
         run = self.create(self.setup([([theta], _BASE)]))
         self.step(run, [self.x([0.25, -0.75])])
+
+    def rule_probe(self) -> Answer:
+        """Four plain steps from fresh state at weight_decay=0 (lr=0.5, beta1=0.5, beta2=0.75,
+        eps=2^-10, all exact in bfloat16), with gradients whose magnitudes change by up to 256x
+        from step to step; theta judged against the exact trajectory of Adam under each eps
+        convention (counter, moments and decay do not show here: every parameter steps every
+        time, wd=0) and of the spec's other rules, with the hyperparameters the target was
+        given and the spec's defaults for the rest (RMSProp's alpha=0.99, as torch's). Adamax's
+        infinity norm, AdaBelief, Yogi, NAdam, RAdam, Lion, Adafactor differ from Adam's step
+        at t=1 or t=2 by far more than the bound, so they fit none of these."""
+        h = {"lr": 0.5, "beta1": 0.5, "beta2": 0.75, "eps": 2.0**-10, "weight_decay": 0.0,
+             "initial_lr": 0.5}
+        # Every value below is exact in bfloat16. The rule does not depend on the dtype, and the
+        # float32 bound is far tighter than a bfloat16-compute one (NAdam comes within 1.5x of
+        # Adam's bf16 bound over four steps): float32 parameters where the target takes them.
+        theta = np.asarray(_SMALL[:4])
+        grads = [np.asarray(g) for g in ([1.0, -0.5, 2.0, 0.25], [0.0625, 0.25, -0.03125, 1.0],
+                                         [-0.5, 0.015625, 0.5, -2.0],
+                                         [0.125, -1.0, 0.0078125, 0.5])]
+        cfg = replace(self.cfg, dtype="float32", compute=None)
+        try:
+            run = create(cfg, replace(self.setup([([theta], h)]), dtype="float32"))
+            for g in grads:
+                step(cfg, run, [g])
+            after = guarded("params()", run.params, timeout=cfg.timeout)[0]
+        except ImplementationError as e:
+            if self.dtype == "float32":
+                raise
+            cfg, why = self.cfg, f" (float32 parameters: {e})"
+            run = self.create(self.setup([([theta], h)]))
+            for g in grads:
+                after = self.step(run, [g])[0]
+        else:
+            why = ""
+        probe = (f"{len(grads)} plain steps from fresh state with {cfg.dtype} parameters"
+                 f"{why}, weight_decay=0, lr=0.5, beta1=0.5, beta2=0.75, eps=2^-10, "
+                 f"theta={theta.tolist()}, |g| 2^-7..2; theta judged against each rule's exact "
+                 "trajectory")
+        if not np.all(np.isfinite(after)):
+            return Answer(f"{NOT_ADAM}: plain steps from finite inputs give non-finite "
+                          f"parameters ({after.tolist()}), where every rule of the spec is "
+                          "finite", probe, True)
+        res: dict[str, float] = {}
+        for label, name, conv in _RULES:
+            model = Model(name, replace(Convention(), **conv))
+            hyper = {**model.rule.defaults, **h}
+            exact, bound = trajectory(model, cfg.precision(), theta, grads, hyper)
+            r = ratios(after, exact["theta"], bound)
+            r = np.where(np.isfinite(after), r, np.inf)
+            res[label] = float(np.nanmax(r)) if np.any(~np.isnan(r)) else np.inf
+        listed = ", ".join(f"{k} {_ratio_text(r)}" for k, r in res.items())
+        evidence = f"{probe}; err/bound: {listed}"
+        if np.array_equal(after, theta):
+            evidence += "; the parameters never moved"
+        matches = [k for k, r in res.items() if r <= 1.0]
+        adam = [k for k in matches if k.startswith("adam")]
+        if adam:
+            return Answer(ADAM_FAMILY, evidence + f" (fits: {', '.join(matches)})",
+                          len(adam) == len(matches))
+        ranked = sorted(res.items(), key=lambda kv: kv[1])
+        nearest = (f"{ranked[0][0]}, {_ratio_text(ranked[0][1])} x its bound"
+                   if np.isfinite(ranked[0][1]) else "")
+        if len(matches) == 1:
+            self.follows = matches[0]
+        if matches:
+            return Answer(f"{NOT_ADAM}: its plain steps follow rule {', '.join(matches)} of the "
+                          "spec (judge it with --rule=" + matches[0] + ")", evidence,
+                          len(matches) == 1)
+        return Answer(f"{NOT_ADAM}: its plain steps follow no rule of the spec", evidence, True,
+                      nearest)
 
     def coupling(self) -> dict[str, Answer]:
         """Zero gradients from a fresh state at lr=0.5, wd=0.8: AdamW only decays, by 1 - lr*wd
@@ -284,8 +449,8 @@ class _Prober:
             out["coupling"] = answer
             why = (f"{NOT_APPLICABLE}: weight decay is not decoupled (coupling: {answer.value})")
             out["decay_coupling"] = Answer(why, answer.evidence, answer.confident)
-            if answer.value == "L2":
-                self.rule = "adam_l2"
+            if answer.value in ("L2", "none"):
+                self.rule = {"L2": "adam_l2", "none": "adam"}[answer.value]
             return out
         out["coupling"] = Answer("decoupled", answer.evidence, answer.confident)
         if not capability(run, "set_lr"):
@@ -369,6 +534,10 @@ class _Prober:
         have no gradient for the first 3 steps, then all three get one. The first step of b and
         c is judged from fresh state at t=1 (own counter) or t=4 (a counter that kept counting):
         per parameter: b and c at 1; per group: b at 4, c at 1; global: both at 4."""
+        if not takes_none_grads(self.cfg.adapter):
+            return Answer(f"{NOT_APPLICABLE}: the target has no missing gradient (None), so a "
+                          "counter cannot fall behind", "adapter: none_grads = False (JAX: an "
+                          "unused parameter's gradient is zero, a real step)", True)
         k = 3
         h = {**_BASE, "lr": 1.0, "eps": 1e-6, "initial_lr": 1.0}
         theta = [self.x(_SMALL[:4]), self.x(_SMALL[4:]), self.x(_SMALL[2:6])]
@@ -614,9 +783,26 @@ def fingerprint(adapter: Any, dtype: str = "float32", device: str = "cpu",
         p.plumbing()
     except Exception as e:  # noqa: BLE001 - whatever the target does becomes the answer
         reason = _reason(e)
+        fp.undriven = reason
         for k in PROPERTIES:
             fp.answers[k] = Answer(f"{UNDETERMINED}: {reason}",
                                    "a plain step (lr=1e-3, fresh state) did not complete", False)
+        return fp
+    try:
+        fp.answers["rule"] = p.rule_probe()
+        fp.follows = p.follows
+    except Exception as e:  # noqa: BLE001
+        fp.answers["rule"] = Answer(f"{UNDETERMINED}: {_reason(e)}",
+                                    "the rule probe did not complete", False)
+    rule = fp.answers["rule"]
+    if rule.value != ADAM_FAMILY:
+        # Named conventions are variants of the Adam family's step: probing them on another
+        # rule would only find accidental agreements (SGD's L2 decay equals 1 - lr*wd).
+        why = (f"{NOT_APPLICABLE}: not an Adam-family rule (see rule)"
+               if not rule.value.startswith(UNDETERMINED) else rule.value)
+        for k in PROPERTIES[1:]:
+            fp.answers[k] = Answer(why, "the conventions of DESIGN.md section 2 are variants of "
+                                        "the Adam family's step", False)
         return fp
     probes: list[tuple[str, Callable[[], Any]]] = [
         ("coupling", p.coupling), ("eps", p.eps), ("decay_target", p.decay_target),
@@ -646,7 +832,10 @@ def fingerprint(adapter: Any, dtype: str = "float32", device: str = "cpu",
 def _reason(e: BaseException) -> str:
     if isinstance(e, ImplementationError):
         return str(e)
-    return f"{type(e).__name__}: {e}"
+    # Every call into the target is guarded (an ImplementationError): anything else was raised
+    # while judging what it returned, and must not be blamed on the target without saying so.
+    return (f"{type(e).__name__}: {e} (raised while judging the target's results, not by the "
+            "target: a defect of the fingerprint, please report it)")
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -664,29 +853,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--impl-timeout", type=float, default=60.0)
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
+    if args.impl_timeout <= 0:
+        print(f"error: --impl-timeout={args.impl_timeout:g}: give a positive number of seconds",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         adapter = resolve(args.impl)
     except TargetError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except Exception as e:  # noqa: BLE001 - an adapter whose construction raises, say
+        print(f"error: --impl={args.impl!r}: setting up the target raised "
+              f"{type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if args.device == "cuda":
         import torch
         if not torch.cuda.is_available():
             print("error: --device=cuda but no CUDA device is available here", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     fp = fingerprint(adapter, args.dtype, args.device, args.impl_timeout, impl_text=args.impl)
+    verdict = fp.verdict()
     if args.json:
         print(json.dumps({**fp.as_dict(), "command": fp.command()}, indent=2))
-        return 0
+        return verdict.code
     version = getattr(adapter, "version", "unknown")
     print(f"fingerprint of {args.impl} (version {version}; {args.dtype} on {args.device})\n")
     print(fp.table())
-    print(f"\nconventions: {fp.conventions_text()}")
-    if fp.rule_name() != "adamw":
+    print(f"\nverdict: {verdict.text}")
+    if verdict.code == EXIT_UNDRIVEN:
+        print("the suite would fail every test that steps it, with the same cause")
+        return verdict.code
+    if fp.answers.get("rule") is not None and fp.answers["rule"].value != ADAM_FAMILY:
+        from conformance.rules import detect
+        print(f"the suite judges it against rule {detect(adapter)} (--rule=auto; --rule=NAME "
+              "names another): expect failures that show where its steps differ")
+        return verdict.code
+    print(f"conventions: {fp.conventions_text()}")
+    if fp.rule_name() == "adam_l2":
         print("note: weight decay enters the gradient (Adam+L2): the suite judges AdamW, so "
               "decouple.* will fail; that is the finding, not a convention to declare")
     print(f"judge it against them:\n  {fp.command()}")
-    return 0
+    return verdict.code
 
 
 if __name__ == "__main__":

@@ -62,6 +62,13 @@ def detect(adapter: Any) -> str:
     return DEFAULT_RULE
 
 
+def declared(adapter: Any) -> bool:
+    """Whether the target names its rule (an attribute, or a torch.optim class the adapter
+    knows), rather than falling back to DEFAULT_RULE."""
+    return any(isinstance(getattr(adapter, a, None), str) and getattr(adapter, a)
+               for a in ("rule", "conformance_rule"))
+
+
 def choose(option: str, adapter: Any) -> str:
     """The rule named by `--rule` (auto: detected); ValueError naming the known rules."""
     name = detect(adapter) if option == AUTO else option

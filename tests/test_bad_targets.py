@@ -141,3 +141,58 @@ def test_nan_result_fails_with_got_and_oracle(tmp_path: Path) -> None:
         assert "got nan" in message and "oracle" in message, f"{name}:\n{message}"
     # A NaN-producing optimizer is still deterministic: its save/load round trip holds.
     assert any(k.endswith("test_round_trip") and v == "passed" for k, v in r.cases.items())
+
+
+# --- optimizers and adapters nobody named (impl/unknown.py, reports/unknown-optimizers.md) ------
+
+def test_wrong_shapes_fail_readably(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl=impl.unknown:WrongShapeAdapter",
+              targets=("conformance/test_exact.py",))
+    assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
+    _assert_each_failure_says(r, "params() gave parameter 0 with shape")
+
+
+def test_a_module_is_a_usage_error(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl=torch.optim")
+    assert r.rc == pytest.ExitCode.USAGE_ERROR, r.output
+    assert "torch.optim is a module, which the suite cannot drive" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_nonpositive_impl_timeout_is_a_usage_error(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl-timeout=-1", targets=("conformance/test_input.py",))
+    assert r.rc == pytest.ExitCode.USAGE_ERROR and "--impl-timeout=-1" in r.output, r.output
+
+
+# -v: the header (not shown with -q) says what --conventions=auto found.
+def test_conventions_auto_on_another_rule_keeps_the_defaults(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl=torch.optim.SGD", "--conventions=auto", "-k", "one_step", "-v",
+              targets=("conformance/test_exact.py",))
+    assert r.rc == pytest.ExitCode.OK, r.output
+    assert "rule=sgd conventions=default (auto; rule sgd has no conventions" in r.output
+
+
+def test_conventions_auto_on_a_raising_target_says_why(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl=impl.broken:RaisingAdamW", "--conventions=auto", "-v",
+              targets=("conformance/test_exact.py",))
+    assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
+    assert "(auto; fingerprint: could not drive the target: the implementation raised " \
+           "RuntimeError in step()" in r.output, r.output
+    _assert_each_failure_says(r, "RaisingAdamW: deliberate failure")
+
+
+def test_conventions_auto_on_an_unknown_optimizer_names_it(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl=torch.optim.Adamax", "--conventions=auto", "-x", "-v",
+              targets=("conformance/test_exact.py",))
+    assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
+    assert "(auto; fingerprint: not an Adam-family rule" in r.output, r.output
+    assert "is outside the spec's bound" in r.output and "INTERNALERROR" not in r.output
+
+
+def test_conventions_auto_judges_the_rule_the_behaviour_shows(tmp_path: Path) -> None:
+    pytest.importorskip("optax")
+    r = suite(tmp_path, "--impl=optax.adam", "--conventions=auto", "-v", "-k", "step_one",
+              targets=("conformance/test_bias.py",))
+    assert "rule=adam conventions=default (auto; fingerprint: Adam (no weight decay)" \
+        in r.output, r.output
+    assert r.rc == pytest.ExitCode.OK, r.output

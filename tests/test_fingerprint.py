@@ -116,3 +116,119 @@ def test_conventions_auto_judges_against_the_fingerprint() -> None:
     target = "--impl=impl.conventions:EpsHatAdamW"
     assert run_suite(target, "-k", "step_one").rc == pytest.ExitCode.TESTS_FAILED
     assert run_suite(target, "--conventions=auto", "-k", "step_one").rc == pytest.ExitCode.OK
+
+
+# --- optimizers nobody named: an honest answer from behaviour, never a crash --------------------
+
+@pytest.mark.parametrize("target, says", [
+    ("torch.optim.SGD", "follow rule sgd of the spec"),
+    ("torch.optim.Adamax", "follow no rule of the spec"),      # Adam's step at t=1, not after
+    ("impl.unknown:LionLike", "follow no rule of the spec"),
+    ("impl.unknown:FrozenOptimizer", "follow no rule of the spec"),
+    ("impl.broken:NaNAdamW", "non-finite parameters"),
+])
+def test_not_an_adam_family_rule_is_said(target: str, says: str) -> None:
+    found = fp(target)
+    rule = found.answers["rule"]
+    assert rule.value.startswith("not an Adam-family rule") and says in rule.value, found.table()
+    verdict = found.verdict()
+    assert verdict.code == 1 and "no convention of DESIGN.md section 2 applies" in verdict.text
+    for name in ("coupling", "eps", "counter", "moments", "amsgrad"):
+        assert found.answers[name].value.startswith("not applicable"), found.table()
+    assert found.conventions_text() == "default"
+
+
+def test_no_rule_names_the_nearest() -> None:
+    found = fp("torch.optim.Adamax")
+    assert found.answers["rule"].nearest.startswith("adam, "), found.answers["rule"]
+    assert "nearest: adam, " in found.verdict().text
+
+
+def test_a_frozen_optimizer_is_not_a_silent_pass() -> None:
+    assert "the parameters never moved" in fp("impl.unknown:FrozenOptimizer").answers[
+        "rule"].evidence
+
+
+@pytest.mark.parametrize("target, says", [
+    ("impl.unknown:WrongShapeAdapter", "gave parameter 0 with shape (3,), created with shape"),
+    ("impl.unknown:NoParamsAdapter", "params() returned NoneType None"),
+    ("impl.unknown:StringParamsAdapter", "gave parameter 0 as str 'not a number'"),
+    ("impl.broken:RaisingConstructor", "raised ImportError in creating the optimizer"),
+])
+def test_a_target_that_gives_no_numbers_could_not_be_driven(target: str, says: str) -> None:
+    verdict = fp(target).verdict()
+    assert verdict.code == 3 and verdict.text.startswith("could not drive the target: "), verdict
+    assert says in verdict.text, verdict
+
+
+def test_the_verdict_of_adamw_and_adam_l2() -> None:
+    verdict = fp("torch-loop").verdict()
+    assert (verdict.code, verdict.text) == (0, "AdamW (decoupled weight decay); conventions: "
+                                               "default")
+    assert fp("torch.optim.Adam").verdict().text.startswith("Adam+L2")
+
+
+@pytest.mark.parametrize("argv, code, says", [
+    (["--impl=impl.mutants.bias:GlobalCounter"], 0, "verdict: AdamW"),
+    (["--impl=torch.optim.SGD"], 1, "verdict: not an Adam-family rule"),
+    (["--impl=impl.broken:RaisingAdamW"], 3, "verdict: could not drive the target: the "
+                                             "implementation raised RuntimeError in step()"),
+])
+def test_cli_exit_codes(capsys: pytest.CaptureFixture[str], argv: list[str], code: int,
+                        says: str) -> None:
+    assert main(argv) == code
+    out = capsys.readouterr().out
+    assert says in out and "| rule |" in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("impl", ["math.sqrt", "torch.optim", "nonexistent.module"])
+def test_cli_garbage_is_a_usage_error(capsys: pytest.CaptureFixture[str], impl: str) -> None:
+    assert main([f"--impl={impl}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --impl={impl!r}") and "Traceback" not in err, err
+
+
+def test_cli_json_carries_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--impl=impl.unknown:FrozenOptimizer", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["exit_code"] == 1 and out["verdict"].startswith("not an Adam-family rule")
+
+
+def test_cli_nonpositive_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--impl=torch-loop", "--impl-timeout=0"]) == 2
+    assert "--impl-timeout=0" in capsys.readouterr().err
+
+
+def test_lbfgs_is_driven_with_a_closure() -> None:
+    found = fp("torch.optim.LBFGS")
+    assert found.answers["rule"].value.startswith("not an Adam-family rule"), found.table()
+
+
+@pytest.mark.parametrize("target, coupling, rule", [
+    ("impl.unknown:chained_adam_l2", "L2", "adam_l2"),   # the decay before scale_by_adam
+    ("impl.unknown:masked_adamw", "none", "adam"),      # a mask that decays nothing
+])
+def test_optax_as_users_build_it(target: str, coupling: str, rule: str) -> None:
+    pytest.importorskip("optax")
+    found = fp(target)
+    assert found.answers["coupling"].value == coupling, found.table()
+    assert found.answers["counter"].value.startswith("not applicable"), found.table()
+    assert found.rule_name() == rule and found.verdict().code == 0, found.verdict()
+
+
+def test_optax_sgd_is_driven_and_named() -> None:
+    pytest.importorskip("optax")
+    assert "follow rule sgd" in fp("optax.sgd").answers["rule"].value
+
+
+def test_amsgrad_fixed_on_is_still_the_adam_family() -> None:
+    found = fp("torch.optim.Adam(amsgrad=True)")
+    assert found.answers["rule"].value == "Adam family", found.table()
+    assert "amsgrad=raw_max 0.0" in found.answers["rule"].evidence or \
+        found.answers["rule"].confident, found.answers["rule"]
+    assert found.spec_rule() == "adam_l2"
+
+
+def test_spec_rule_of_another_rule() -> None:
+    assert fp("torch.optim.SGD").spec_rule() == "sgd"
+    assert fp("torch.optim.Adamax").spec_rule() is None

@@ -50,8 +50,9 @@ _NAMES = {"lr": "learning_rate", "beta1": "b1", "beta2": "b2", "eps": "eps",
 
 
 def looks_like_optax_factory(obj: Any) -> bool:
-    """An optax transformation factory: defined in optax, or a callable taking learning_rate,
-    b1, b2 (and weight_decay) by name, as optax.adamw does."""
+    """An optax transformation factory: defined in optax and taking learning_rate (optax.adamw,
+    but also optax.sgd, optax.lion, ...: the fingerprint tells from behaviour what they do), or
+    a callable taking learning_rate, b1, b2 and weight_decay by name, as optax.adamw does."""
     if not callable(obj) or inspect.isclass(obj):
         return False
     module = getattr(obj, "__module__", "") or ""
@@ -59,8 +60,9 @@ def looks_like_optax_factory(obj: Any) -> bool:
         names = set(inspect.signature(obj).parameters)
     except (TypeError, ValueError):
         return False
-    wanted = {"learning_rate", "b1", "b2"}
-    return wanted <= names and (module.split(".")[0] == "optax" or "weight_decay" in names)
+    if module.split(".")[0] == "optax":
+        return "learning_rate" in names
+    return {"learning_rate", "b1", "b2", "weight_decay"} <= names
 
 
 def _is_adam_state(x: Any) -> bool:
@@ -113,10 +115,13 @@ class OptaxAdapter:
             pass
         params = inspect.signature(self.factory).parameters
         self.accepted = set(params)
-        missing = [n for n in _NAMES.values() if n not in params]
-        if missing:
-            raise TypeError(f"{self.name} takes no {', '.join(missing)}: an optax AdamW factory "
-                            "takes learning_rate, b1, b2, eps, weight_decay by name")
+        if "learning_rate" not in params:
+            raise TypeError(f"{self.name} takes no learning_rate: an optax factory takes "
+                            "learning_rate (and b1, b2, eps, weight_decay where it has them) by "
+                            "name")
+        #: the spec's hyperparameters the factory takes; the others keep its own defaults
+        #: (optax.adam has no weight_decay, optax.lion no eps, optax.sgd neither betas).
+        self.taken = {spec for spec, name in _NAMES.items() if name in params}
         unknown = [k for k in self.fixed if k not in params]
         if unknown:
             raise TypeError(f"{self.name} takes no keyword(s) {unknown}")
@@ -126,14 +131,17 @@ class OptaxAdapter:
     def accepts(self, option: str) -> bool:
         """Whether the target receives `option`: a hyperparameter (by the spec's name, or
         torch's `betas`) or an option such as amsgrad."""
-        return option in _NAMES or option == "betas" or option in self.options
+        if option == "betas":
+            return {"beta1", "beta2"} <= self.taken
+        return option in self.taken or option in self.options
 
     def transformation(self, hyper: dict[str, float]) -> Any:
         """One group's transformation: the factory, lr injected, everything else static."""
         import optax
 
         static = tuple(n for n in self.accepted if n != "learning_rate")
-        kwargs = {_NAMES[k]: v for k, v in hyper.items() if k in _NAMES}
+        kwargs = {_NAMES[k]: v for k, v in hyper.items()
+                  if k in self.taken and _NAMES[k] not in self.fixed}
         return optax.inject_hyperparams(self.factory, static_args=static)(
             **kwargs, **self.fixed)
 

@@ -91,6 +91,12 @@ class TorchOptimizerAdapter:
         self.accepted = set(params)
         self.takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
         self.options = {o: params[o].default for o in OPTIONS if o in params}
+        try:
+            closure = inspect.signature(cls.step).parameters.get("closure")
+        except (TypeError, ValueError):
+            closure = None
+        #: step(closure) has no default (torch.optim.LBFGS): the run passes one
+        self.needs_closure = closure is not None and closure.default is inspect.Parameter.empty
         declared = getattr(cls, "conformance_rule", None)
         self.rule = declared if isinstance(declared, str) else torch_rule(cls, self.fixed)
         #: fixed keywords that are hyperparameters of the spec, by spec name: the suite draws
@@ -147,7 +153,17 @@ class TorchOptimizerRun:
         for p, g in zip(self.tensors, grads, strict=True):
             p.grad = None if g is None else torch.tensor(g, dtype=torch.float64).to(p.device,
                                                                                     p.dtype)
-        self.opt.step()
+        if self.adapter.needs_closure:
+            # LBFGS-style optimizers re-evaluate the loss: the closure hands back the same
+            # gradients (the suite has gradients, not a loss) and a constant loss.
+            def closure() -> torch.Tensor:
+                for p, g in zip(self.tensors, grads, strict=True):
+                    p.grad = None if g is None else torch.tensor(
+                        g, dtype=torch.float64).to(p.device, p.dtype)
+                return torch.zeros((), dtype=torch.float64)
+            self.opt.step(closure)
+        else:
+            self.opt.step()
         self._count(grads)
 
     def _count(self, grads: Sequence[np.ndarray | None]) -> None:
