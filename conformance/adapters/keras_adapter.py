@@ -49,6 +49,11 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(value).astype(np.float64)
 
 
+#: The spec's hyperparameter names -> Keras' constructor keywords.
+_KEYWORDS = {"lr": "learning_rate", "beta1": "beta_1", "beta2": "beta_2", "eps": "epsilon",
+             "weight_decay": "weight_decay"}
+
+
 class KerasAdapter:
     """Drives `cls(learning_rate=, beta_1=, beta_2=, epsilon=, weight_decay=, **fixed)`, one
     instance per parameter group."""
@@ -74,8 +79,23 @@ class KerasAdapter:
         self.options = {"amsgrad": False} if "amsgrad" in params else {}
 
     def accepts(self, option: str) -> bool:
-        return option in ("lr", "beta1", "beta2", "eps", "weight_decay", "betas") \
-            or option in self.options
+        if option == "betas":
+            return {"beta_1", "beta_2"} <= self.accepted
+        keyword = _KEYWORDS.get(option)
+        if keyword is not None:
+            return option == "lr" or keyword in self.accepted
+        return option in self.options
+
+    def keywords(self, hyper: dict[str, float]) -> dict[str, Any]:
+        """The constructor's keywords for `hyper`, only those the class takes by name (Lion has
+        no epsilon, SGD no betas; Keras' base **kwargs rejects the rest), and not those fixed
+        in --impl."""
+        out = {}
+        for option, keyword in _KEYWORDS.items():
+            if keyword in self.fixed or (keyword not in self.accepted and option != "lr"):
+                continue
+            out[keyword] = hyper.get(option, 0.0) if option == "weight_decay" else hyper[option]
+        return out
 
     def create(self, setup: Setup) -> KerasRun:
         return KerasRun(self, setup)
@@ -90,13 +110,12 @@ class KerasRun:
         self.vars = [keras.Variable(np.asarray(p, np.float64).astype(
             np.float32 if setup.dtype == "bfloat16" else setup.dtype), dtype=setup.dtype)
             for g in setup.groups for p in g.params]
-        options = {k: v for k, v in setup.options.items() if k in adapter.options}
+        options = {k: v for k, v in setup.options.items()
+                   if k in adapter.options and k not in adapter.fixed}
         self.opts = []
         for k, g in enumerate(setup.groups):
             h = g.hyper
-            opt = adapter.cls(learning_rate=h["lr"], beta_1=h["beta1"], beta_2=h["beta2"],
-                              epsilon=h["eps"], weight_decay=h.get("weight_decay", 0.0),
-                              **options, **adapter.fixed)
+            opt = adapter.cls(**adapter.keywords(h), **options, **adapter.fixed)
             opt.build(self._members(k))
             self.opts.append(opt)
 
