@@ -485,14 +485,7 @@ def _first_order(graph: _Graph, root: sp.Basic, partials, terms: list[_Term], sh
 
 
 def _adjoints(graph: _Graph, root: sp.Basic, partials) -> dict[sp.Basic, np.ndarray]:
-    reach: set[sp.Basic] = set()
-    stack = [root]
-    while stack:
-        x = stack.pop()
-        if x in reach:
-            continue
-        reach.add(x)
-        stack.extend(graph.nodes[x].children)
+    reach = plan.reachable(graph, root)
     adj: dict[sp.Basic, np.ndarray] = {root: np.float64(1.0)}
     for x in reversed(graph.order):
         if x not in reach or x not in adj:

@@ -162,7 +162,7 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
             raise NotImplementedError(n.kind)
 
     # --- partials, only along edges some asked output's sweep crosses -------------------------
-    reach = {name: _reach(graph, graph.outputs[name]) for name in names}
+    reach = {name: reachable(graph, graph.outputs[name]) for name in names}
     needed = set().union(*reach.values())
     partial: dict[tuple[sp.Basic, int], str | None] = {}  # None: the partial is 1 (pass through)
     selects: dict[sp.Basic, str] = {}
@@ -458,7 +458,8 @@ def _err_line(name: str, m: str, rel: float, eta: float, scalar: bool) -> str:
     return f"{name} = {rel!r} * {m} + ({m} != 0) * {half!r}"
 
 
-def _reach(graph: Any, root: sp.Basic) -> set[sp.Basic]:
+def reachable(graph: Any, root: sp.Basic) -> set[sp.Basic]:
+    """The nodes of `graph` that `root` depends on (itself included)."""
     reach: set[sp.Basic] = set()
     stack = [root]
     while stack:
