@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,8 @@ def _config(config: pytest.Config) -> Config:
             config._conformance_auto = note  # type: ignore[attr-defined]
         else:
             convention = Convention.parse(conventions)
-        model = Model(rule, convention, declared_orders=declared_orders(adapter))
+        model = _fixed_variant(Model(rule, convention, declared_orders=declared_orders(adapter)),
+                               adapter)
         model.rule  # noqa: B018 - conventions on a non-Adam rule are a usage error, said now
     except (TargetError, ValueError) as e:
         raise pytest.UsageError(str(e)) from None
@@ -104,6 +106,19 @@ def _config(config: pytest.Config) -> Config:
                  config.getoption("--impl-timeout"), text)
     config._conformance = cfg  # type: ignore[attr-defined]
     return cfg
+
+
+def _fixed_variant(model: Model, adapter: object) -> Model:
+    """The spec variant an option fixed on in --impl selects ('torch.optim.AdamW(amsgrad=True)'
+    runs AMSGrad in every test, so every test judges AMSGrad), as `variants.variant_config`
+    selects it for a drawn option."""
+    fixed = getattr(adapter, "fixed", None) or {}
+    if (fixed.get("amsgrad") is True and model.rule_name in rules.ADAM_FAMILY
+            and model.convention.amsgrad == "none"):
+        model = replace(model, convention=replace(model.convention, amsgrad="raw_max"))
+    if fixed.get("maximize") is True:
+        model = replace(model, maximize=True)
+    return model
 
 
 def _auto_conventions(config: pytest.Config, adapter: object, rule: str,
