@@ -1,7 +1,7 @@
 """Audit an optimizer's parameter groups against a model: no weight decay on biases, normalisation
 weights and (by default) embeddings, and every trainable parameter in some group.
 
-    from conformance.param_groups import audit_param_groups
+    from adamw_conformance.param_groups import audit_param_groups
 
     audit_param_groups(model, optimizer).assert_ok()
 

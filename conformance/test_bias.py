@@ -6,17 +6,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from conformance.adapters.base import (
+from adamw_conformance.adapters.base import (
     NO_NONE_GRADS,
     GroupSetup,
     ParamState,
     Setup,
     takes_none_grads,
 )
-from conformance.drive import (
+from adamw_conformance.core.drive import (
     can_replay,
     create,
     failure,
@@ -26,7 +23,9 @@ from conformance.drive import (
     reproduction,
     step,
 )
-from conformance.strategies import hyperparameters, log_uniform, regimes, step_cases
+from adamw_conformance.core.strategies import hyperparameters, log_uniform, regimes, step_cases
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.catalogue("bias")
 

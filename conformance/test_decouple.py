@@ -9,11 +9,8 @@ from dataclasses import replace
 import mpmath
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from conformance.adapters.base import GroupSetup, ParamState, Setup
-from conformance.drive import (
+from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup
+from adamw_conformance.core.drive import (
     Config,
     bit_difference,
     can_replay,
@@ -28,8 +25,8 @@ from conformance.drive import (
     trajectory,
     with_schedule_base,
 )
-from conformance.judge import Model, compare, format_hyper
-from conformance.strategies import (
+from adamw_conformance.core.judge import Model, compare, format_hyper
+from adamw_conformance.core.strategies import (
     Regime,
     hyperparameters,
     log_uniform,
@@ -38,6 +35,8 @@ from conformance.strategies import (
     shapes,
     steps,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.catalogue("decouple")
 

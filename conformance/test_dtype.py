@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from adamw_conformance.core.drive import can_replay, failure, judge_step, prepare, reproduction
+from adamw_conformance.core.precision import LOW_DTYPES as LOW
+from adamw_conformance.core.precision import compute_verdict, within_compute
+from adamw_conformance.core.strategies import representable, step_cases
 from hypothesis import assume, given
 from hypothesis import strategies as st
-
-from conformance.drive import can_replay, failure, judge_step, prepare, reproduction
-from conformance.precision import LOW_DTYPES as LOW
-from conformance.precision import compute_verdict, within_compute
-from conformance.strategies import representable, step_cases
 
 pytestmark = pytest.mark.catalogue("dtype")
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from conformance.drive import (
+from adamw_conformance.core.drive import (
     can_replay,
     create,
     failure,
@@ -17,9 +14,11 @@ from conformance.drive import (
     step,
     trajectory,
 )
-from conformance.judge import compare
-from conformance.strategies import hyperparameters, regimes, step_cases
-from conformance.variants import VARIANTS, variant_config
+from adamw_conformance.core.judge import compare
+from adamw_conformance.core.strategies import hyperparameters, regimes, step_cases
+from adamw_conformance.core.variants import VARIANTS, variant_config
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.catalogue("exact")
 
@@ -50,7 +49,7 @@ def variant_options(variant: str) -> dict:
        steps=st.integers(2, 12), seed=st.integers(0, 2**32 - 1))
 def test_trajectory(cfg, hyper, theta, g, steps, seed):
     """Over T steps from fresh state, theta_T is within the propagated bound."""
-    from conformance.adapters.base import GroupSetup, Setup
+    from adamw_conformance.adapters.base import GroupSetup, Setup
 
     rng = np.random.default_rng(seed)
     theta0 = theta.sample(rng, (64,), cfg.dtype)

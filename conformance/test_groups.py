@@ -8,11 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from conformance import record
-from conformance.adapters.base import (
+from adamw_conformance.adapters.base import (
     NO_NONE_GRADS,
     GroupSetup,
     ParamState,
@@ -20,7 +16,8 @@ from conformance.adapters.base import (
     Setup,
     takes_none_grads,
 )
-from conformance.drive import (
+from adamw_conformance.core import record
+from adamw_conformance.core.drive import (
     Config,
     bit_difference,
     can_replay,
@@ -37,8 +34,8 @@ from conformance.drive import (
     trajectory,
     with_schedule_base,
 )
-from conformance.judge import compare, format_hyper
-from conformance.strategies import (
+from adamw_conformance.core.judge import compare, format_hyper
+from adamw_conformance.core.strategies import (
     first_step_creates_state,
     hyperparameters,
     log_uniform,
@@ -47,6 +44,8 @@ from conformance.strategies import (
     state_regimes,
     steps,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.catalogue("groups")
 

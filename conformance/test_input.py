@@ -7,12 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from conformance.adapters.base import GroupSetup, Setup
-from conformance.adapters.kernel import KernelAdapter
-from conformance.drive import (
+from adamw_conformance.adapters.base import GroupSetup, Setup
+from adamw_conformance.adapters.kernel import KernelAdapter
+from adamw_conformance.core.drive import (
     Config,
     ImplementationError,
     can_replay,
@@ -22,9 +19,11 @@ from conformance.drive import (
     prepare,
     reproduction,
 )
-from conformance.judge import format_hyper
-from conformance.rules import L2_COUPLED
-from conformance.strategies import hyperparameters, step_cases
+from adamw_conformance.core.judge import format_hyper
+from adamw_conformance.core.rules import L2_COUPLED
+from adamw_conformance.core.strategies import hyperparameters, step_cases
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.catalogue("input")
 

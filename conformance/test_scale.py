@@ -9,11 +9,8 @@ from dataclasses import replace
 import mpmath
 import numpy as np
 import pytest
-from hypothesis import assume, given
-from hypothesis import strategies as st
-
-from conformance.adapters.base import GroupSetup, ParamState, Run, Setup, capability
-from conformance.drive import (
+from adamw_conformance.adapters.base import GroupSetup, ParamState, Run, Setup, capability
+from adamw_conformance.core.drive import (
     Config,
     ImplementationError,
     can_replay,
@@ -27,9 +24,9 @@ from conformance.drive import (
     step,
     trajectory,
 )
-from conformance.judge import compare, format_hyper
-from conformance.rules import state_degree
-from conformance.strategies import (
+from adamw_conformance.core.judge import compare, format_hyper
+from adamw_conformance.core.rules import state_degree
+from adamw_conformance.core.strategies import (
     Regime,
     hyperparameters,
     log_uniform,
@@ -37,7 +34,9 @@ from conformance.strategies import (
     representable,
     step_cases,
 )
-from spec.formats import Format, format_of
+from adamw_conformance.spec.formats import Format, format_of
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.catalogue("scale")
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from conformance import record
-from conformance.adapters.base import GroupSetup, ParamState, Setup, capability
-from conformance.drive import (
+from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup, capability
+from adamw_conformance.core import record
+from adamw_conformance.core.drive import (
     Config,
     ImplementationError,
     StepOutcome,
@@ -27,8 +24,8 @@ from conformance.drive import (
     step,
     with_schedule_base,
 )
-from conformance.judge import compare, format_hyper
-from conformance.strategies import (
+from adamw_conformance.core.judge import compare, format_hyper
+from adamw_conformance.core.strategies import (
     first_step_creates_state,
     hyperparameters,
     log_uniform,
@@ -37,7 +34,9 @@ from conformance.strategies import (
     state_regimes,
     steps,
 )
-from spec.symbols import lr as LR
+from adamw_conformance.spec.symbols import lr as LR
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.catalogue("schedule")
 

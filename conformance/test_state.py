@@ -8,10 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from conformance.adapters.base import (
+from adamw_conformance.adapters.base import (
     GroupSetup,
     ParamState,
     Run,
@@ -19,8 +16,10 @@ from conformance.adapters.base import (
     capability,
     takes_none_grads,
 )
-from conformance.drive import Config, create, guarded, read_states, reproduction, step
-from conformance.strategies import hyperparameters, regimes, typical_hyper
+from adamw_conformance.core.drive import Config, create, guarded, read_states, reproduction, step
+from adamw_conformance.core.strategies import hyperparameters, regimes, typical_hyper
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.catalogue("state")
 

@@ -4,7 +4,7 @@ Each computes AdamW exactly in real arithmetic, by another valid road than the r
 another evaluation order, more precise arithmetic, bias-corrected state, state under names the
 suite does not know. A property that fails one of them is shaped to one implementation, not to
 the spec. `CORRECT` lists every correct implementation the false-alarm sweep runs
-(tests/test_false_alarms.py, `python -m conformance.detection`).
+(tests/test_false_alarms.py, `python -m adamw_conformance.tools.detection`).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from adamw_conformance.adapters.base import Setup
 
-from conformance.adapters.base import Setup
 from impl.reference.optimizer import ReferenceAdamW
 
 

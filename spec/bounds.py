@@ -33,13 +33,12 @@ from typing import Any
 
 import numpy as np
 import sympy as sp
-
-from spec import plan
-from spec.formats import FLOAT32, FLOAT64, Format, format_of, opmath
-from spec.markers import Opmath, StoreParam, StoreState
-from spec.orders import Order
-from spec.rounding import as_float64
-from spec.symbols import SCALARS, t
+from adamw_conformance.spec import plan
+from adamw_conformance.spec.formats import FLOAT32, FLOAT64, Format, format_of, opmath
+from adamw_conformance.spec.markers import Opmath, StoreParam, StoreState
+from adamw_conformance.spec.orders import Order
+from adamw_conformance.spec.rounding import as_float64
+from adamw_conformance.spec.symbols import SCALARS, t
 
 #: Accuracy budget per operation kind, in units of u (1 = correctly rounded, 2 = faithful).
 #: sqrt is faithful, not correctly rounded: PyTorch's CPU float32/float64 sqrt goes through MKL's

@@ -35,13 +35,12 @@ from typing import Any
 
 import numpy as np
 import sympy as sp
-
-from spec.bounds import Precision, evaluate
-from spec.formats import FLOAT64
-from spec.orders import Order, straightforward
-from spec.rule import Rule
-from spec.symbols import SCALARS
-from spec.symbols import t as t_symbol
+from adamw_conformance.spec.bounds import Precision, evaluate
+from adamw_conformance.spec.formats import FLOAT64
+from adamw_conformance.spec.orders import Order, straightforward
+from adamw_conformance.spec.rule import Rule
+from adamw_conformance.spec.symbols import SCALARS
+from adamw_conformance.spec.symbols import t as t_symbol
 
 SAFETY = 2.0
 GUARD = 2.0**-30

@@ -15,11 +15,10 @@ from typing import Any
 
 import mpmath
 import numpy as np
-
-from spec.bounds import Precision, environment
-from spec.filter import Estimate, Filter
-from spec.oracle import Oracle, StepResult
-from spec.rounding import as_float64
+from adamw_conformance.spec.bounds import Precision, environment
+from adamw_conformance.spec.filter import Estimate, Filter
+from adamw_conformance.spec.oracle import Oracle, StepResult
+from adamw_conformance.spec.rounding import as_float64
 
 
 class _Inputs:

@@ -16,10 +16,9 @@ from typing import Any
 import mpmath
 import numpy as np
 import sympy as sp
-
-from spec.formats import Format
-from spec.rounding import round_array, to_mpf
-from spec.rule import Rule
+from adamw_conformance.spec.formats import Format
+from adamw_conformance.spec.rounding import round_array, to_mpf
+from adamw_conformance.spec.rule import Rule
 
 DEFAULT_PREC = 256
 

@@ -16,12 +16,23 @@ from dataclasses import dataclass, replace
 from functools import cache, cached_property
 
 import sympy as sp
-
-from spec.conventions import DEFAULT, Convention
-from spec.formats import FLOAT32, FLOAT64, Format
-from spec.markers import Opmath, StoreParam, StoreState
-from spec.rule import Rule, Update
-from spec.symbols import beta1, beta2, eps, g, lr, m, t, theta, v, vmax, weight_decay
+from adamw_conformance.spec.conventions import DEFAULT, Convention
+from adamw_conformance.spec.formats import FLOAT32, FLOAT64, Format
+from adamw_conformance.spec.markers import Opmath, StoreParam, StoreState
+from adamw_conformance.spec.rule import Rule, Update
+from adamw_conformance.spec.symbols import (
+    beta1,
+    beta2,
+    eps,
+    g,
+    lr,
+    m,
+    t,
+    theta,
+    v,
+    vmax,
+    weight_decay,
+)
 
 
 @dataclass(frozen=True, eq=False)

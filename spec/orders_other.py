@@ -30,12 +30,11 @@ from collections.abc import Callable
 from functools import cache
 
 import sympy as sp
-
-from spec.formats import FLOAT64
-from spec.markers import StoreParam, StoreState
-from spec.orders import Order, _lerp, _maximized, straightforward
-from spec.rule import Rule, Update
-from spec.symbols import (
+from adamw_conformance.spec.formats import FLOAT64
+from adamw_conformance.spec.markers import StoreParam, StoreState
+from adamw_conformance.spec.orders import Order, _lerp, _maximized, straightforward
+from adamw_conformance.spec.rule import Rule, Update
+from adamw_conformance.spec.symbols import (
     accum,
     alpha,
     buf,

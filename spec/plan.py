@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 import sympy as sp
-
-from spec.formats import FLOAT64, Format
+from adamw_conformance.spec.formats import FLOAT64, Format
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,7 +110,9 @@ def compile_plan(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, .
 
 def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...],
               sensitivity: bool) -> Compiled:
-    from spec import bounds as B  # the reference's rules: which node rounds where, budgets
+    from adamw_conformance.spec import (
+        bounds as B,  # the reference's rules: which node rounds where, budgets
+    )
 
     index = {x: i for i, x in enumerate(graph.order)}
     ns: dict[str, Any] = {"np": np, "inf": np.inf, "_select": B._select,

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spec.conventions import DEFAULT, Convention
-from spec.rule import Rule
-from spec.rules.adam import adam, adamw
-from spec.rules.adaptive import adagrad, rmsprop
-from spec.rules.sgd import momentum_ema, momentum_sgd, nesterov, sgd, sgd_decoupled
-from spec.variants import maximize
+from adamw_conformance.spec.conventions import DEFAULT, Convention
+from adamw_conformance.spec.rule import Rule
+from adamw_conformance.spec.rules.adam import adam, adamw
+from adamw_conformance.spec.rules.adaptive import adagrad, rmsprop
+from adamw_conformance.spec.rules.sgd import (
+    momentum_ema,
+    momentum_sgd,
+    nesterov,
+    sgd,
+    sgd_decoupled,
+)
+from adamw_conformance.spec.variants import maximize
 
 _FACTORIES: dict[str, Callable[[], Rule]] = {
     "sgd": sgd,

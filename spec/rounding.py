@@ -11,9 +11,8 @@ from typing import Any
 
 import mpmath
 import numpy as np
+from adamw_conformance.spec.formats import FLOAT32, FLOAT64, Format, format_of
 from mpmath.libmp import from_man_exp, round_nearest, to_float
-
-from spec.formats import FLOAT32, FLOAT64, Format, format_of
 
 
 def as_float64(x: Any, copy: bool = True) -> np.ndarray:

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import sympy as sp
-
-from spec import symbols as S
+from adamw_conformance.spec import symbols as S
 
 Update = dict[str, sp.Expr]
 

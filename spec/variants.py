@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from spec.rule import Rule, substitute
-from spec.symbols import g
+from adamw_conformance.spec.rule import Rule, substitute
+from adamw_conformance.spec.symbols import g
 
 
 def maximize(rule: Rule) -> Rule:

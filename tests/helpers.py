@@ -14,14 +14,13 @@ from typing import Any
 import mpmath
 import numpy as np
 import torch
-
-from spec import registry
-from spec.bounds import Bound, Precision, environment, max_over_orders
-from spec.conventions import DEFAULT, Convention
-from spec.oracle import Oracle, StepResult
-from spec.orders import adamw_orders
-from spec.rounding import as_float64
-from spec.rule import Rule
+from adamw_conformance.spec import registry
+from adamw_conformance.spec.bounds import Bound, Precision, environment, max_over_orders
+from adamw_conformance.spec.conventions import DEFAULT, Convention
+from adamw_conformance.spec.oracle import Oracle, StepResult
+from adamw_conformance.spec.orders import adamw_orders
+from adamw_conformance.spec.rounding import as_float64
+from adamw_conformance.spec.rule import Rule
 
 OUTPUTS = ("theta", "m", "v")
 

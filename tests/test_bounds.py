@@ -22,11 +22,11 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
+from adamw_conformance.spec.bounds import Bound
+from adamw_conformance.spec.oracle import StepResult
 
 from impl.mutants import MUTANTS
 from impl.reference import adamw as reference_adamw
-from spec.bounds import Bound
-from spec.oracle import StepResult
 from tests.helpers import (
     OUTPUTS,
     Arrays,

@@ -16,13 +16,12 @@ from dataclasses import fields
 
 import pytest
 import sympy as sp
-
-from spec import registry
-from spec import symbols as S
-from spec.conventions import CHOICES, DEFAULT, Convention
-from spec.formats import FLOAT32, FLOAT64
-from spec.markers import StoreParam, StoreState, strip
-from spec.orders import (
+from adamw_conformance.spec import registry
+from adamw_conformance.spec import symbols as S
+from adamw_conformance.spec.conventions import CHOICES, DEFAULT, Convention
+from adamw_conformance.spec.formats import FLOAT32, FLOAT64
+from adamw_conformance.spec.markers import StoreParam, StoreState, strip
+from adamw_conformance.spec.orders import (
     adamw_orders,
     declared_orders,
     fused,

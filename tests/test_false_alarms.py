@@ -5,7 +5,8 @@ kernel where it exists) pass the whole catalogue.
 CI runs each once with the ci profile (torch's three paths and the foreign optimizer have their
 own tests: test_torch_paths.py, test_foreign.py). `python -m pytest -m slow -k false_alarms`
 sweeps every correct implementation over 20 seeds with the `sweep` profile (the ci profile's
-examples drawn from --hypothesis-seed); `python -m conformance.detection` does the same and
+examples drawn from --hypothesis-seed); `python -m adamw_conformance.tools.detection` does the
+same and
 reports the largest err/bound on each.
 """
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 import pytest
-
-from conformance.judge import Model, compare, ratios
-from spec.bounds import Precision
-from spec.filter import GUARD
-from spec.lazy_oracle import ExactOutput
-from spec.rounding import round_to
+from adamw_conformance.core.judge import Model, compare, ratios
+from adamw_conformance.spec.bounds import Precision
+from adamw_conformance.spec.filter import GUARD
+from adamw_conformance.spec.lazy_oracle import ExactOutput
+from adamw_conformance.spec.rounding import round_to
 
 HYPER = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2}
 MODEL = Model()

@@ -8,9 +8,8 @@ import json
 from functools import cache
 
 import pytest
-
-from conformance.fingerprint import UNDETERMINED, Fingerprint, fingerprint, main
-from conformance.targets import resolve
+from adamw_conformance.core.targets import resolve
+from adamw_conformance.tools.fingerprint import UNDETERMINED, Fingerprint, fingerprint, main
 
 
 @cache

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from adamw_conformance.adapters.base import GroupSetup, Setup
+from adamw_conformance.core.drive import Config, can_replay, read_states
+from adamw_conformance.core.targets import resolve
 
-from conformance.adapters.base import GroupSetup, Setup
-from conformance.drive import Config, can_replay, read_states
-from conformance.targets import resolve
 from tests.suite import run_suite
 
 FOREIGN = "impl.foreign:ForeignAdamW"

@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 
 # Imported first: it picks Keras' backend (torch) before keras itself is imported.
-from conformance.adapters.keras_adapter import KerasAdapter  # noqa: E402, I001
+from adamw_conformance.adapters.keras_adapter import KerasAdapter  # noqa: E402, I001
 
 pytest.importorskip("keras")
+from adamw_conformance.core.targets import resolve  # noqa: E402
 from keras.src.backend.torch.optimizers.torch_adamw import AdamW as TorchBackendAdamW  # noqa: E402
 
-from conformance.targets import resolve  # noqa: E402
 from tests.suite import run_suite  # noqa: E402
 
 DECLARED = "--conventions=eps=hat,counter=group"

@@ -3,7 +3,7 @@ its registry entry names is among the failures, with a message that names it.
 
 In CI each mutant runs only its named property, in-process with the ci profile (~0.5 s each);
 `python -m pytest -m slow -k kill_matrix` runs the whole catalogue against every mutant, and
-`python -m conformance.detection` reports which properties killed each one.
+`python -m adamw_conformance.tools.detection` reports which properties killed each one.
 
 The other tests here keep the specific claims the per-family kill tests made: what a message
 says, that a mutant which is really a named convention passes once it is declared, and that a

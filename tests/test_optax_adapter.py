@@ -7,8 +7,9 @@ import pytest
 
 pytest.importorskip("optax")
 
-from conformance.adapters.optax_adapter import OptaxAdapter  # noqa: E402
-from conformance.targets import resolve  # noqa: E402
+from adamw_conformance.adapters.optax_adapter import OptaxAdapter  # noqa: E402
+from adamw_conformance.core.targets import resolve  # noqa: E402
+
 from tests.suite import run_suite  # noqa: E402
 
 

@@ -22,12 +22,11 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
-
-from spec import registry
-from spec.conventions import CHOICES, Convention
-from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, Format
-from spec.oracle import Oracle, PrecisionLossError, StepResult
-from spec.rounding import ordered_key, round_array, round_to, to_mpf, ulp_distance
+from adamw_conformance.spec import registry
+from adamw_conformance.spec.conventions import CHOICES, Convention
+from adamw_conformance.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, Format
+from adamw_conformance.spec.oracle import Oracle, PrecisionLossError, StepResult
+from adamw_conformance.spec.rounding import ordered_key, round_array, round_to, to_mpf, ulp_distance
 
 # --- independent exact arithmetic ----------------------------------------------------------------
 

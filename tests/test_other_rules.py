@@ -5,8 +5,8 @@ rule family is killed by the property its docstring names."""
 from __future__ import annotations
 
 import pytest
+from adamw_conformance.core.rules import not_applicable
 
-from conformance.rules import not_applicable
 from impl.mutants.rules import KILLS
 from tests.suite import run_suite
 
@@ -74,9 +74,8 @@ def test_passes_in_bfloat16(impl: str) -> None:
 
 def test_rule_in_header() -> None:
     import torch
-
-    from conformance.adapters.torch_optim import TorchOptimizerAdapter
-    from conformance.rules import choose
+    from adamw_conformance.adapters.torch_optim import TorchOptimizerAdapter
+    from adamw_conformance.core.rules import choose
 
     for impl, (rule, _) in {**TARGETS, **BF16_TARGETS}.items():
         name, _, args = impl.partition("(")

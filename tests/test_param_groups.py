@@ -7,9 +7,9 @@ import tomllib
 
 import pytest
 import torch
+from adamw_conformance.param_groups import GroupAudit, audit_param_groups
 from torch import nn
 
-from conformance.param_groups import GroupAudit, audit_param_groups
 from tests.suite import ROOT
 
 pytest_plugins = ["pytester"]
@@ -345,7 +345,7 @@ def test_fixture_from_a_user_test(adamw_imported: None, pytester: pytest.Pyteste
     # that `-p` here and the entry point of an installed copy are one registration, not two.
     entry = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
     (name, plugin), = entry["pytest11"].items()
-    assert name == plugin == "conformance.audit_plugin"
+    assert name == plugin == "adamw_conformance.plugin"
     pytester.makepyfile(test_user=USER_TEST)
     result = pytester.runpytest("-p", plugin, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)

@@ -18,14 +18,21 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 import pytest
+from adamw_conformance.core.judge import Model, compare
+from adamw_conformance.spec.bounds import (
+    Bound,
+    LazyMaximum,
+    Precision,
+    bound,
+    environment,
+    reference_bound,
+)
+from adamw_conformance.spec.conventions import Convention
+from adamw_conformance.spec.filter import FLOAT64_ARITHMETIC, SAFETY, Filter
+from adamw_conformance.spec.formats import BFLOAT16
+from adamw_conformance.spec.plan import CHUNK
+from adamw_conformance.spec.rounding import round_to
 
-from conformance.judge import Model, compare
-from spec.bounds import Bound, LazyMaximum, Precision, bound, environment, reference_bound
-from spec.conventions import Convention
-from spec.filter import FLOAT64_ARITHMETIC, SAFETY, Filter
-from spec.formats import BFLOAT16
-from spec.plan import CHUNK
-from spec.rounding import round_to
 from tests.test_filter import _cases
 
 HYPER = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2,

@@ -106,9 +106,8 @@ def _kernel_declaring(state_dtype: object):
 def test_adapter_takes_the_kernels_declared_state_dtype() -> None:
     """A kernel's `state_dtype` attribute sets the state dtype; a fixed keyword still wins."""
     import numpy as np
-
-    from conformance.adapters.base import GroupSetup, Setup
-    from conformance.adapters.kernel import KernelAdapter
+    from adamw_conformance.adapters.base import GroupSetup, Setup
+    from adamw_conformance.adapters.kernel import KernelAdapter
 
     setup = Setup([GroupSetup([np.ones(3)], dict(HYPER))], "bfloat16", "cpu")
     declared = KernelAdapter(_kernel_declaring("float32"), "k")

@@ -11,9 +11,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from adamw_conformance.core import record
+from adamw_conformance.report.writer import fingerprint_section
+from adamw_conformance.tools import audit
 
-from conformance import audit, record
-from conformance.report import fingerprint_section
 from tests.suite import run_suite
 
 ONE_STEP = "conformance/test_exact.py::test_one_step"

@@ -1,7 +1,7 @@
 """The failure note for betas that a low-precision dtype rounds to 1.0 (Keras and optax cast
 their hyperparameters to the parameter dtype)."""
 
-from conformance.drive import rounded_to_one
+from adamw_conformance.core.drive import rounded_to_one
 
 
 def test_names_beta2_in_bfloat16_only():

@@ -1,19 +1,20 @@
 """Symbolic facts behind the other rules' judging: the Adam-family kernel orders equal their
-rule (Adam+L2, Adam), and the scale-free rules scale their state as `conformance.rules` says."""
+rule (Adam+L2, Adam), and the scale-free rules scale their state as
+`adamw_conformance.core.rules` says."""
 
 from __future__ import annotations
 
 import pytest
 import sympy as sp
+from adamw_conformance.core.rules import SCALE_FREE, state_degree
+from adamw_conformance.spec import registry
+from adamw_conformance.spec import symbols as S
+from adamw_conformance.spec.conventions import DEFAULT, Convention
+from adamw_conformance.spec.formats import FLOAT32
+from adamw_conformance.spec.markers import StoreParam, StoreState, strip
+from adamw_conformance.spec.orders import adam_orders
+from adamw_conformance.spec.orders_other import TRACED, other_orders
 
-from conformance.rules import SCALE_FREE, state_degree
-from spec import registry
-from spec import symbols as S
-from spec.conventions import DEFAULT, Convention
-from spec.formats import FLOAT32
-from spec.markers import StoreParam, StoreState, strip
-from spec.orders import adam_orders
-from spec.orders_other import TRACED, other_orders
 from tests.test_facts import _order_points, branches, differs_at, equal_at, points
 
 

@@ -19,8 +19,9 @@ import torch
 
 pytest.importorskip("triton", reason="needs the triton extra: pip install -e '.[triton]'")
 
+from adamw_conformance.spec.bounds import Precision  # noqa: E402
+
 from impl.kernels.triton_adamw import adamw  # noqa: E402
-from spec.bounds import Precision  # noqa: E402
 from tests.helpers import Case, bounds, check_all, describe, exact, kernel_step  # noqa: E402
 from tests.suite import run_suite  # noqa: E402
 from tests.test_bounds import HYPERS, wide_inputs  # noqa: E402
@@ -147,6 +148,6 @@ def test_bad_input_is_a_readable_error() -> None:
 
 
 def test_declares_float32_state() -> None:
-    from conformance.targets import resolve
+    from adamw_conformance.core.targets import resolve
 
     assert resolve("impl.kernels.triton_adamw:adamw").state_dtype == "float32"

@@ -32,8 +32,7 @@ from typing import Any
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
-
-from conformance.adapters.base import ParamState, Setup  # noqa: E402
+from adamw_conformance.adapters.base import ParamState, Setup  # noqa: E402
 
 
 def is_keras_optimizer(obj: Any) -> bool:

@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from conformance.adapters.base import ParamState, Setup
-from conformance.adapters.torch_optim import to_numpy, torch_dtype
+from adamw_conformance.adapters.base import ParamState, Setup
+from adamw_conformance.adapters.torch_optim import to_numpy, torch_dtype
 
 KERNEL_ARGS = ("params", "grads", "exp_avgs", "exp_avg_sqs")
 STATE_DTYPES = ("float32", "float64", "bfloat16", "float16")

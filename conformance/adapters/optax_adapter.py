@@ -41,8 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
-from conformance.adapters.base import ParamState, Setup
+from adamw_conformance.adapters.base import ParamState, Setup
 
 #: The factory's hyperparameters, by the spec's names.
 _NAMES = {"lr": "learning_rate", "beta1": "b1", "beta2": "b2", "eps": "eps",

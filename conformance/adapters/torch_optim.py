@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from conformance.adapters.base import ParamState, Setup
+from adamw_conformance.adapters.base import ParamState, Setup
 
 # State names real optimizers use for the two moments, AMSGrad's maximum and the counter.
 _M_NAMES = ("exp_avg", "m", "mu", "first_moment", "momentum")

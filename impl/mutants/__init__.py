@@ -1,7 +1,8 @@
 """The mutant zoo: optimizers that each carry exactly one realistic defect.
 
 `ZOO` is the machine-readable registry the kill matrix (tests/test_kill_matrix.py) and the
-detection report (`python -m conformance.detection`) iterate over: one `Mutant` per defect, with
+detection report (`python -m adamw_conformance.tools.detection`) iterate over: one `Mutant` per
+defect, with
 the `--impl` target that runs it, the catalogue id of the property that must kill it, and the
 extra suite options it needs (a dtype where the defect is a precision one). Each mutant's
 docstring says, in words, which property kills it and why; `Mutant.doc` reads it.

@@ -7,11 +7,23 @@ Adam+L2 and AdamW differ only in where weight decay enters, which is the whole p
 from __future__ import annotations
 
 import sympy as sp
-
-from spec.conventions import DEFAULT, Convention
-from spec.rule import Rule, Update
-from spec.rules.sgd import _l2
-from spec.symbols import beta1, beta2, eps, g, initial_lr, lr, m, t, theta, v, vmax, weight_decay
+from adamw_conformance.spec.conventions import DEFAULT, Convention
+from adamw_conformance.spec.rule import Rule, Update
+from adamw_conformance.spec.rules.sgd import _l2
+from adamw_conformance.spec.symbols import (
+    beta1,
+    beta2,
+    eps,
+    g,
+    initial_lr,
+    lr,
+    m,
+    t,
+    theta,
+    v,
+    vmax,
+    weight_decay,
+)
 
 ADAM_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import sympy as sp
-
-from spec.rule import Rule
-from spec.rules.sgd import _l2
-from spec.symbols import accum, alpha, buf, eps, g, gavg, lr, lr_decay, momentum, t, theta, v
-from spec.symbols import weight_decay as wd
+from adamw_conformance.spec.rule import Rule
+from adamw_conformance.spec.rules.sgd import _l2
+from adamw_conformance.spec.symbols import (
+    accum,
+    alpha,
+    buf,
+    eps,
+    g,
+    gavg,
+    lr,
+    lr_decay,
+    momentum,
+    t,
+    theta,
+    v,
+)
+from adamw_conformance.spec.symbols import weight_decay as wd
 
 
 def adagrad() -> Rule:

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import sympy as sp
-
-from spec.rule import Rule
-from spec.symbols import beta1, buf, dampening, g, lr, m, momentum, t, theta, weight_decay
+from adamw_conformance.spec.rule import Rule
+from adamw_conformance.spec.symbols import (
+    beta1,
+    buf,
+    dampening,
+    g,
+    lr,
+    m,
+    momentum,
+    t,
+    theta,
+    weight_decay,
+)
 
 
 def _l2(grad: sp.Expr) -> sp.Expr:

@@ -11,11 +11,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-
-from conformance import record
-from conformance.adapters.base import ParamState
-from conformance.drive import Config
-from conformance.judge import Model, compare
+from adamw_conformance.adapters.base import ParamState
+from adamw_conformance.core import record
+from adamw_conformance.core.drive import Config
+from adamw_conformance.core.judge import Model, compare
 
 LOW_DTYPES = ("bfloat16", "float16")
 

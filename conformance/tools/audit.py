@@ -1,4 +1,4 @@
-"""The committed audit reports: `python -m conformance.audit` regenerates reports/*/ and
+"""The committed audit reports: `python -m adamw_conformance.tools.audit` regenerates reports/*/ and
 reports/README.md.
 
 Each audit is a fresh `pytest conformance --impl=IMPL --dtype=DTYPE --hypothesis-profile=ci
@@ -167,18 +167,18 @@ def readme(audits: tuple[Audit, ...], out: Path, not_run: dict[str, str], profil
         "browser), `report.md`, `report.json` and `plots/` (histograms of log10(err/bound) per "
         "property). Regenerate all of them, and this file, with",
         "",
-        "    python -m conformance.audit",
+        "    python -m adamw_conformance.tools.audit",
         "",
         f"which runs `pytest conformance --impl=IMPL --dtype=DTYPE --hypothesis-profile={profile}"
         " --report=NAME` for each audit below in a fresh process (`--only NAME` for some, "
         "`--readme-only` to rewrite this file from the JSON files). One report by hand: add "
         "`--report=NAME` to any `pytest conformance` run.",
         "",
-        "`benchmarks.md` (wall times) is written by `python -m conformance.bench`.",
+        "`benchmarks.md` (wall times) is written by `python -m adamw_conformance.tools.bench`.",
         "",
         "`unknown-optimizers.md` (the fingerprint and the suite on some fifty optimizers the "
         "project names nowhere, and on garbage targets: exit codes, verdicts, first failures, "
-        "crashes) is written by `python -m conformance.survey`.",
+        "crashes) is written by `python -m adamw_conformance.tools.survey`.",
         "",
         "## What each audit found",
         "",
@@ -190,7 +190,8 @@ def readme(audits: tuple[Audit, ...], out: Path, not_run: dict[str, str], profil
         if audit.name in not_run:
             lines.append(f"- not run: {not_run[audit.name]}")
         elif not path.exists():
-            lines.append("- not run: no report yet (`python -m conformance.audit --only "
+            lines.append("- not run: no report yet "
+                         "(`python -m adamw_conformance.tools.audit --only "
                          f"{audit.name}`)")
         else:
             data = json.loads(path.read_text())

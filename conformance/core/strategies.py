@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 import torch
+from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup
+from adamw_conformance.core.rules import L2_COUPLED
 from hypothesis import strategies as st
-
-from conformance.adapters.base import GroupSetup, ParamState, Setup
-from conformance.rules import L2_COUPLED
 
 DEFAULT_ELEMENTS = 256
 
@@ -100,7 +99,7 @@ _FIXED_BY_RULE = {"nesterov": {"dampening": 0.0}}
 
 def rule_hyper_names(rule: str | None = None) -> tuple[str, ...]:
     """The hyperparameters the rule takes, in drawing order (initial_lr is derived, not drawn)."""
-    from spec import registry
+    from adamw_conformance.spec import registry
     names = set(registry.get(rule or _Active.rule).hyperparameter_names)
     return tuple(n for n in _HYPER if n in names)
 
@@ -194,15 +193,15 @@ STATE_RANGES = {"m": (-10, 8), "buf": (-10, 8), "gavg": (-10, 8), "v": (-20, 16)
 
 def _state_names(rule: str | None = None) -> tuple[str, ...]:
     """The rule's own state (vmax, AMSGrad's, comes with the amsgrad option)."""
-    from spec import registry
+    from adamw_conformance.spec import registry
     return tuple(s.name for s in registry.get(rule or _Active.rule).state if s.name != "vmax")
 
 
 def first_step_creates_state() -> bool:
     """Whether the rule's t = 1 is its own branch (PyTorch's momentum buffer is created by the
     first step): a replayed state then stands at t >= 2."""
-    from spec import registry
-    from spec.symbols import t as t_symbol
+    from adamw_conformance.spec import registry
+    from adamw_conformance.spec.symbols import t as t_symbol
     rule = registry.get(_Active.rule)
     return any(e.has(sp.Piecewise) and e.has(t_symbol) for e in rule.update.values())
 

@@ -1,6 +1,7 @@
 """The fingerprint and the suite on optimizers that the project names nowhere, and on garbage.
 
-    python -m conformance.survey [--only TARGET ...] [--modes fp32,bf16,suite,auto] [--jobs N]
+    python -m adamw_conformance.tools.survey [--only TARGET ...] [--modes fp32,bf16,suite,auto]
+        [--jobs N]
                                  [--output reports/unknown-optimizers.md] [--update]
 
 The results also go to a JSON file next to the output (unknown-optimizers.json); `--update`
@@ -8,8 +9,8 @@ re-runs only the --only targets and --modes given and keeps every other row from
 
 Each target runs, in its own process with a wall-clock limit, as a user would run it:
 
-- `fp32`:  python -m conformance.fingerprint --impl=TARGET
-- `bf16`:  python -m conformance.fingerprint --impl=TARGET --dtype=bfloat16
+- `fp32`:  python -m adamw_conformance.tools.fingerprint --impl=TARGET
+- `bf16`:  python -m adamw_conformance.tools.fingerprint --impl=TARGET --dtype=bfloat16
 - `suite`: pytest conformance --impl=TARGET -x -q --hypothesis-profile=ci
 - `auto`:  the same with --conventions=auto
 
@@ -128,7 +129,8 @@ def command(mode: str, impl: str) -> list[str]:
     limit = f"--impl-timeout={IMPL_TIMEOUT:g}"
     if mode in ("fp32", "bf16"):
         dtype = "float32" if mode == "fp32" else "bfloat16"
-        return py + ["conformance.fingerprint", f"--impl={impl}", f"--dtype={dtype}", limit]
+        return py + ["adamw_conformance.tools.fingerprint", f"--impl={impl}", f"--dtype={dtype}",
+                     limit]
     extra = ["--conventions=auto"] if mode == "auto" else []
     return py + ["pytest", "conformance", f"--impl={impl}", "-x", "-q",
                  "--hypothesis-profile=ci", "-p", "no:cacheprovider", limit, *extra]
@@ -195,7 +197,8 @@ def render(results: dict[tuple[str, str], Outcome], targets: Sequence[tuple[str,
     lines = [
         "# The fingerprint and the suite on optimizers nobody named",
         "",
-        "Written by `python -m conformance.survey` (see its docstring). Each target below is "
+        "Written by `python -m adamw_conformance.tools.survey` (see its docstring). "
+        "Each target below is "
         "neither AdamW with the default conventions nor named by the suite; the garbage rows "
         "are not optimizers at all. For each, in its own process:",
         "",
@@ -231,7 +234,8 @@ def render(results: dict[tuple[str, str], Outcome], targets: Sequence[tuple[str,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conformance.survey", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m adamw_conformance.tools.survey",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", default=None, metavar="TARGET")
     parser.add_argument("--modes", default=",".join(MODES))

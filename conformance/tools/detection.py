@@ -1,4 +1,5 @@
-"""Detection power, measured: `python -m conformance.detection` writes reports/detection.md.
+"""Detection power, measured: `python -m adamw_conformance.tools.detection` writes
+reports/detection.md.
 
 - The kill matrix: the whole catalogue (ci profile) against every mutant of the zoo
   (`impl.mutants.ZOO`): which properties killed it, whether the one its registry entry names is
@@ -6,13 +7,13 @@
 - False alarms: every correct implementation (`impl.equivalent.CORRECT`) through the whole
   catalogue once with the ci profile and once per seed with the `sweep` profile (the ci profile's
   examples, drawn from `--hypothesis-seed`), counting runs with any failure, and the largest
-  err/bound the judge saw on each (`conformance.record`).
+  err/bound the judge saw on each (`adamw_conformance.core.record`).
 
 Each run is the suite in a worker process (`--jobs` of them), the way `tests/suite.py` runs it.
 
-    python -m conformance.detection                      # everything, 20 seeds
-    python -m conformance.detection --seeds 5 --jobs 2   # a smaller sweep
-    python -m conformance.detection --only EpsHat --only torch-loop --output /tmp/d.md
+    python -m adamw_conformance.tools.detection                      # everything, 20 seeds
+    python -m adamw_conformance.tools.detection --seeds 5 --jobs 2   # a smaller sweep
+    python -m adamw_conformance.tools.detection --only EpsHat --only torch-loop --output /tmp/d.md
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def catalogue_id(nodeid: str) -> str:
 def _run(task: Task) -> Result:
     """In a worker: the suite in-process, with the err/bound recorder on."""
     sys.path.insert(0, str(ROOT))
-    from conformance.record import recording
+    from adamw_conformance.core.record import recording
+
     from tests.suite import run_suite
 
     argv = list(task.argv)
@@ -130,7 +132,8 @@ def render(results: list[Result], seeds: int, jobs: int, wall: float, only: list
     correct = [r for r in results if r.task.kind == "correct"]
     rows = [_mutant_row(r) for r in mutants]
     killed = sum(k for k, _ in rows)
-    command = "python -m conformance.detection" + (f" --seeds {seeds}" if seeds != 20 else "") \
+    command = "python -m adamw_conformance.tools.detection" \
+        + (f" --seeds {seeds}" if seeds != 20 else "") \
         + "".join(f" --only {o}" for o in only)
     lines = [
         "# Detection power",

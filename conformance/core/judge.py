@@ -14,20 +14,25 @@ from typing import Any
 
 import mpmath
 import numpy as np
-
-from conformance import record
-from spec import registry
-from spec.bounds import Bound, LazyMaximum, Precision, environment, max_over_orders
-from spec.conventions import Convention
-from spec.filter import Estimate
-from spec.filter import mode as oracle_mode
-from spec.formats import format_of
-from spec.lazy_oracle import ExactOutput, lazy_step
-from spec.oracle import Oracle, StepResult
-from spec.orders import DECLARABLE, adam_orders, adamw_orders, straightforward
-from spec.orders_other import other_orders
-from spec.rounding import round_to, ulp_distance
-from spec.rule import Rule
+from adamw_conformance.core import record
+from adamw_conformance.spec import registry
+from adamw_conformance.spec.bounds import (
+    Bound,
+    LazyMaximum,
+    Precision,
+    environment,
+    max_over_orders,
+)
+from adamw_conformance.spec.conventions import Convention
+from adamw_conformance.spec.filter import Estimate
+from adamw_conformance.spec.filter import mode as oracle_mode
+from adamw_conformance.spec.formats import format_of
+from adamw_conformance.spec.lazy_oracle import ExactOutput, lazy_step
+from adamw_conformance.spec.oracle import Oracle, StepResult
+from adamw_conformance.spec.orders import DECLARABLE, adam_orders, adamw_orders, straightforward
+from adamw_conformance.spec.orders_other import other_orders
+from adamw_conformance.spec.rounding import round_to, ulp_distance
+from adamw_conformance.spec.rule import Rule
 
 
 @dataclass(frozen=True)

@@ -93,13 +93,12 @@ def load(text: str) -> tuple[Any, str, dict[str, Any]]:
 def resolve(text: str) -> Any:
     """An adapter for `text` (see module docstring), or TargetError."""
     import torch
-
-    from conformance.adapters.kernel import KernelAdapter, looks_like_kernel
-    from conformance.adapters.torch_optim import TorchOptimizerAdapter
+    from adamw_conformance.adapters.kernel import KernelAdapter, looks_like_kernel
+    from adamw_conformance.adapters.torch_optim import TorchOptimizerAdapter
 
     if parse(text)[0].split(".")[0] == "keras":
         # Keras fixes its backend when first imported: the adapter chooses it before that.
-        import conformance.adapters.keras_adapter  # noqa: F401
+        import adamw_conformance.adapters.keras_adapter  # noqa: F401
     obj, path, kwargs = load(text)
     foreign = _foreign_adapter(text, obj, path, kwargs)
     if foreign is not None:
@@ -133,7 +132,7 @@ def resolve(text: str) -> Any:
 def _foreign_adapter(text: str, obj: Any, path: str, kwargs: dict[str, Any]) -> Any:
     """The optax or Keras adapter where `obj` is an optax factory or a Keras optimizer class,
     else None. Their modules import optax/keras only when asked, so torch-only installs work."""
-    from conformance.adapters.optax_adapter import OptaxAdapter, looks_like_optax_factory
+    from adamw_conformance.adapters.optax_adapter import OptaxAdapter, looks_like_optax_factory
 
     module = inspect.getmodule(obj)
     root = (module.__name__ if module else getattr(obj, "__module__", "") or "").split(".")[0]
@@ -141,7 +140,7 @@ def _foreign_adapter(text: str, obj: Any, path: str, kwargs: dict[str, Any]) -> 
         # A Keras optimizer class from Keras itself, or a subclass of one from anywhere (a
         # module that defines one has imported keras already; others never import it here).
         if inspect.isclass(obj) and (root == "keras" or "keras" in sys.modules):
-            from conformance.adapters.keras_adapter import KerasAdapter, is_keras_optimizer
+            from adamw_conformance.adapters.keras_adapter import KerasAdapter, is_keras_optimizer
             if is_keras_optimizer(obj):
                 return KerasAdapter(obj, kwargs, name=path)
         if looks_like_optax_factory(obj):

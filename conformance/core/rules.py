@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spec import registry
+from adamw_conformance.spec import registry
 
 AUTO = "auto"
 DEFAULT_RULE = "adamw"

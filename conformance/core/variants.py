@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-
-from conformance.drive import Config
-from conformance.rules import ADAM_FAMILY
+from adamw_conformance.core.drive import Config
+from adamw_conformance.core.rules import ADAM_FAMILY
 
 VARIANTS = ("plain", "amsgrad", "maximize")
 

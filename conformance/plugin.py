@@ -1,24 +1,38 @@
-"""The pytest plugin of the conformance suite: options, profiles, header, xfails, fixtures."""
+"""The pytest plugin of the conformance suite: options, profiles, header, xfails, fixtures.
+
+Registered through the `pytest11` entry point, so it is loaded in every pytest session of an
+environment that installs the package. It stays inert (its options registered, nothing imported
+beyond pytest and Hypothesis, no target resolved) unless the session runs the suite: a collected
+path inside this package (`pytest --pyargs adamw_conformance`, or the path of its folder) or an
+explicit `--impl`. The session's state lives in `config.stash`.
+
+It also defines the `param_group_audit` fixture for any project that installs the package:
+
+    def test_optimizer_setup(param_group_audit):
+        model = build_model()
+        param_group_audit(model, build_optimizer(model))
+"""
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from conformance import rules
-from conformance.adapters.base import declared_orders
-from conformance.drive import Config
-from conformance.judge import Model
-from conformance.strategies import use_rule
-from conformance.targets import TargetError, resolve
-from spec.conventions import Convention
+if TYPE_CHECKING:  # the suite's modules import torch and SymPy: only when the suite runs
+    from adamw_conformance.core.drive import Config
+    from adamw_conformance.core.judge import Model
+    from adamw_conformance.param_groups import GroupAudit
+    from adamw_conformance.spec.conventions import Convention
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+DEFAULT_IMPL = "torch.optim.AdamW"
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
              HealthCheck.function_scoped_fixture]
 # ci gates: derandomized, and no shrinking, so a red verdict comes in seconds (an mpmath-judged
@@ -27,19 +41,19 @@ settings.register_profile("ci", max_examples=8, derandomize=True, deadline=None,
                           suppress_health_check=_SUPPRESS, print_blob=True,
                           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 # sweep: the ci gate's examples and phases, but drawn from --hypothesis-seed, so that a seed
-# sweep (the false-alarm sweep of `python -m conformance.detection`) sees different examples.
+# sweep (the false-alarm sweep of `python -m adamw_conformance.tools.detection`) sees different
+# examples.
 settings.register_profile("sweep", parent=settings.get_profile("ci"), derandomize=False,
                           database=None)
 settings.register_profile("dev", max_examples=25, deadline=None,
                           suppress_health_check=_SUPPRESS, print_blob=True)
 settings.register_profile("thorough", max_examples=300, deadline=None,
                           suppress_health_check=_SUPPRESS, print_blob=True)
-settings.load_profile(os.environ.get("CONFORMANCE_PROFILE", "dev"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "adamw-conformance")
-    group.addoption("--impl", default="torch.optim.AdamW",
+    group.addoption("--impl", default=None,
                     help="implementation under test: dotted path (pkg.mod.Attr or pkg.mod:Attr) "
                          "to an Optimizer subclass, functional kernel or adapter, optionally with "
                          "fixed keywords 'Path(foreach=True)'; or torch-loop, torch-foreach, "
@@ -53,7 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--conventions", default="default",
                     help="AdamW conventions the implementation claims, e.g. 'eps=hat' or "
                          "'decay_coupling=independent,counter=group' (see README), or 'auto': "
-                         "the ones python -m conformance.fingerprint finds")
+                         "the ones python -m adamw_conformance.tools.fingerprint finds")
     group.addoption("--xfails", default=None,
                     help="file of test ids or catalogue ids expected to fail, one per line, "
                          "# comments allowed")
@@ -71,11 +85,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "... (see README)")
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+_CONFIG = pytest.StashKey["Config"]()
+_AUTO_NOTE = pytest.StashKey[str]()
+
+
+def active(config: pytest.Config) -> bool:
+    """Whether this session runs the suite (see the module's docstring)."""
+    if config.getoption("--impl", None) is not None:
+        return True
+    for arg in config.args:
+        arg = arg.split("::", 1)[0]
+        if config.getoption("pyargs", False) and (arg == "adamw_conformance"
+                                                  or arg.startswith("adamw_conformance.")):
+            return True
+        path = Path(config.invocation_params.dir, arg).resolve()
+        if path == PACKAGE_DIR or PACKAGE_DIR in path.parents:
+            return True
+    return False
+
+
 def _config(config: pytest.Config) -> Config:
-    cached = getattr(config, "_conformance", None)
+    cached = config.stash.get(_CONFIG, None)
     if cached is not None:
         return cached
-    text = config.getoption("--impl")
+    from adamw_conformance.adapters.base import declared_orders
+    from adamw_conformance.core import rules
+    from adamw_conformance.core.drive import Config
+    from adamw_conformance.core.judge import Model
+    from adamw_conformance.core.strategies import use_rule
+    from adamw_conformance.core.targets import TargetError, resolve
+    from adamw_conformance.spec.conventions import Convention
+
+    text = config.getoption("--impl") or DEFAULT_IMPL
     try:
         if config.getoption("--impl-timeout") <= 0:
             raise ValueError(f"--impl-timeout={config.getoption('--impl-timeout'):g}: give a "
@@ -89,7 +131,7 @@ def _config(config: pytest.Config) -> Config:
                 # Nothing names the target's rule: judge the one its behaviour shows (optax.adam
                 # is Adam without decay, optax.sgd is SGD), not AdamW by default.
                 rule = shown
-            config._conformance_auto = note  # type: ignore[attr-defined]
+            config.stash[_AUTO_NOTE] = note
         else:
             convention = Convention.parse(conventions)
         model = _fixed_variant(Model(rule, convention, declared_orders=declared_orders(adapter)),
@@ -104,7 +146,7 @@ def _config(config: pytest.Config) -> Config:
     cfg = Config(adapter, model, config.getoption("--dtype"),
                  config.getoption("--device"), config.getoption("--compute-dtype"),
                  config.getoption("--impl-timeout"), text)
-    config._conformance = cfg  # type: ignore[attr-defined]
+    config.stash[_CONFIG] = cfg
     return cfg
 
 
@@ -112,6 +154,8 @@ def _fixed_variant(model: Model, adapter: object) -> Model:
     """The spec variant an option fixed on in --impl selects ('torch.optim.AdamW(amsgrad=True)'
     runs AMSGrad in every test, so every test judges AMSGrad), as `variants.variant_config`
     selects it for a drawn option."""
+    from adamw_conformance.core import rules
+
     fixed = getattr(adapter, "fixed", None) or {}
     if (fixed.get("amsgrad") is True and model.rule_name in rules.ADAM_FAMILY
             and model.convention.amsgrad == "none"):
@@ -128,9 +172,12 @@ def _auto_conventions(config: pytest.Config, adapter: object, rule: str,
     the Adam family's: another rule has none, and a target the fingerprint cannot place in the
     family (or cannot drive) is judged with the defaults, its verdict in the header. The third
     value is the spec rule the behaviour shows, where the fingerprint names one."""
+    from adamw_conformance.core import rules
+    from adamw_conformance.spec.conventions import Convention
+
     if rule not in rules.ADAM_FAMILY:
         return Convention(), f"rule {rule} has no conventions: default", None
-    from conformance.fingerprint import fingerprint
+    from adamw_conformance.tools.fingerprint import fingerprint
     try:
         fp = fingerprint(adapter, config.getoption("--dtype"), config.getoption("--device"),
                          config.getoption("--impl-timeout"), text)
@@ -141,15 +188,19 @@ def _auto_conventions(config: pytest.Config, adapter: object, rule: str,
     return convention, f"fingerprint: {fp.verdict().text}", shown
 
 
+@pytest.hookimpl(tryfirst=True)  # before Hypothesis' plugin loads --hypothesis-profile
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "catalogue(id): the DESIGN.md property this test checks")
+    config.addinivalue_line("markers", "catalogue(id): the catalogue family this module checks")
+    if not active(config):
+        return
+    settings.load_profile(os.environ.get("CONFORMANCE_PROFILE", "dev"))
     _config(config)
     if config.getoption("--report"):
         _start_report(config)
 
 
 def _start_report(config: pytest.Config) -> None:
-    from conformance.report import ReportPlugin
+    from adamw_conformance.report.writer import ReportPlugin
 
     name = config.getoption("--report")
     if name in (".", "..") or "/" in name or "\\" in name:
@@ -159,13 +210,15 @@ def _start_report(config: pytest.Config) -> None:
         raise pytest.UsageError("--report records every verdict in one process: run it "
                                 "without -n (pytest-xdist)")
     where = config.getoption("--report-dir")
-    directory = Path(where) if where else config.rootpath / "reports"
+    directory = Path(where) if where else config.invocation_params.dir / "reports"
     config.pluginmanager.register(
         ReportPlugin(config, name, directory, catalogue_id, lambda: _config(config)),
         "conformance-report")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    if not active(config):
+        return []
     cfg = _config(config)
     profile = settings._current_profile  # noqa: SLF001 - the name is only shown
     seed = config.getoption("hypothesis_seed", None)
@@ -173,7 +226,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"conformance: impl={cfg.adapter.name} version={cfg.adapter.version}",
         f"conformance: device={cfg.device} dtype={cfg.dtype} precision={cfg.precision().label()}",
         f"conformance: rule={cfg.model.rule.name} conventions={cfg.model.convention.label()}"
-        + (f" (auto; {getattr(config, '_conformance_auto', '')})"
+        + (f" (auto; {config.stash.get(_AUTO_NOTE, '')})"
            if config.getoption("--conventions").strip() == "auto" else ""),
         f"conformance: hypothesis profile={profile} seed="
         + (str(seed) if seed is not None
@@ -198,6 +251,10 @@ def _read_xfails(path: str) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not active(config):
+        return
+    from adamw_conformance.core import rules
+
     cfg = _config(config)
     if cfg.device == "cuda":
         import torch
@@ -228,3 +285,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def cfg(request: pytest.FixtureRequest) -> Config:
     return _config(request.config)
+
+
+@pytest.fixture
+def param_group_audit() -> Callable[..., GroupAudit]:
+    """`param_group_audit(model, optimizer, **options)`: audit the optimizer's parameter groups
+    (options as for `adamw_conformance.param_groups.audit_param_groups`) and fail the test with
+    the readable report if a no-decay parameter is decayed or a parameter is in no group. Returns
+    the GroupAudit when it passes."""
+    from adamw_conformance.param_groups import audit_param_groups
+
+    def audit(model: Any, optimizer: Any, **options: Any) -> GroupAudit:
+        result = audit_param_groups(model, optimizer, **options)
+        if not result.ok:
+            pytest.fail(result.report(), pytrace=False)
+        return result
+
+    return audit

@@ -9,11 +9,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-
-from conformance.adapters.base import Adapter, ParamState, Run, Setup, capability
-from conformance.judge import Mismatch, Model, compare, format_hyper
-from spec.bounds import Bound, Precision, environment, max_over_orders
-from spec.formats import opmath
+from adamw_conformance.adapters.base import Adapter, ParamState, Run, Setup, capability
+from adamw_conformance.core.judge import Mismatch, Model, compare, format_hyper
+from adamw_conformance.spec.bounds import Bound, Precision, environment, max_over_orders
+from adamw_conformance.spec.formats import opmath
 
 
 class ImplementationError(AssertionError):
@@ -243,8 +242,8 @@ def can_replay(cfg: Config) -> bool:
     """Whether the target's state can be read and written (probed once per run)."""
     cached = getattr(cfg, "_can_replay", None)
     if cached is None:
-        from conformance.adapters.base import GroupSetup
-        from conformance.strategies import typical_hyper
+        from adamw_conformance.adapters.base import GroupSetup
+        from adamw_conformance.core.strategies import typical_hyper
         setup = Setup([GroupSetup([np.ones(2)], typical_hyper(cfg.model.rule_name))],
                       cfg.dtype, cfg.device)
         # m, buf, gavg 0.5; v, accum 0.25 (gavg^2 <= v, as centered RMSProp needs)

@@ -1,4 +1,5 @@
-"""Speed of the conformance suite: `python -m conformance.bench` writes reports/benchmarks.md.
+"""Speed of the conformance suite: `python -m adamw_conformance.tools.bench` writes
+reports/benchmarks.md.
 
 Sections: wall time of a profile against torch's three paths (each a fresh `pytest conformance`
 process, as a CI gate runs it, so import time counts); throughput of the verdict for one AdamW
@@ -40,7 +41,7 @@ def run(impl: str, dtype: str, profile: str, extra: tuple[str, ...] = ()) -> tup
 
 def import_time() -> float:
     """Seconds to import the plugin (torch, SymPy, Hypothesis included) in a fresh process."""
-    code = "import time; s = time.perf_counter(); import conformance.conftest; " \
+    code = "import time; s = time.perf_counter(); import adamw_conformance.plugin; " \
            "print(time.perf_counter() - s)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     return float(out.stdout.strip() or "nan")
@@ -68,9 +69,9 @@ def _verdict(model: Any, prec: Any, inputs: tuple, mode: str,
 
     The verdict is `Model.expect` + `compare` of theta, as a property test runs it; `got` (a
     correct float32 implementation: the result rounded to float32) is made before the timing."""
-    from conformance.judge import compare
-    from spec.formats import FLOAT32
-    from spec.rounding import round_array
+    from adamw_conformance.core.judge import compare
+    from adamw_conformance.spec.formats import FLOAT32
+    from adamw_conformance.spec.rounding import round_array
 
     theta, g, state, hyper, t = inputs
     os.environ["CONFORMANCE_ORACLE"] = mode
@@ -95,9 +96,9 @@ def _verdict(model: Any, prec: Any, inputs: tuple, mode: str,
 
 
 def oracle_section(n_filtered: int, n_raw: int, reps: int = 5) -> list[str]:
-    from conformance.judge import Model
-    from spec.bounds import Precision, environment, max_over_orders
-    from spec.lazy_oracle import lazy_step
+    from adamw_conformance.core.judge import Model
+    from adamw_conformance.spec.bounds import Precision, environment, max_over_orders
+    from adamw_conformance.spec.lazy_oracle import lazy_step
 
     model, prec = Model(), Precision.of("float32")
     rng = np.random.default_rng(0)
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(rows[-1], flush=True)
     text = [
         "# Benchmarks", "",
-        "Written by `python -m conformance.bench`. " + args.note, "",
+        "Written by `python -m adamw_conformance.tools.bench`. " + args.note, "",
         f"Machine: {platform.machine()}, Python {platform.python_version()}, torch "
         f"{torch.__version__}, {os.cpu_count()} cores.", "",
         "## Wall time of the suite", "",

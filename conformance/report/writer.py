@@ -1,8 +1,9 @@
 """`--report=NAME`: what a conformance run found, written to reports/NAME/ after the session.
 
 The plugin below collects each test's outcome (and the first line of its failure), the err/bound
-of every verdict (through `conformance.record`) and the implementation's fingerprint, and hands
-them to `conformance.render` for report.json, report.md and report.html. The JSON's `results`
+of every verdict (through `adamw_conformance.core.record`) and the implementation's fingerprint,
+and hands them to `adamw_conformance.report.render` for report.json, report.md and report.html.
+The JSON's `results`
 hold only what the run found, so that regenerating a report gives a minimal diff; the date, the
 command line and the versions of the environment are under `metadata`.
 """
@@ -20,8 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from conformance import record
+from adamw_conformance.core import record
 
 SCHEMA_VERSION = 1
 # Outcomes of one test, worst first: a property's outcome is the worst of its tests'.
@@ -86,10 +86,11 @@ def fingerprint_section(adapter: Any, dtype: str, device: str, timeout: float,
     says why there is none: a report is written whatever the fingerprint does."""
     if fingerprinter is None:
         try:
-            from conformance.fingerprint import fingerprint as fingerprinter
+            from adamw_conformance.tools.fingerprint import fingerprint as fingerprinter
         except ImportError as e:
             return {"available": False,
-                    "note": f"fingerprint not available: conformance.fingerprint cannot be "
+                    "note": "fingerprint not available: adamw_conformance.tools.fingerprint "
+                             f"cannot be "
                             f"imported ({e})"}
     try:
         fp = fingerprinter(adapter, dtype=dtype, device=device, timeout=timeout)
@@ -206,7 +207,7 @@ class ReportPlugin:
         }
 
     def write(self) -> Path:
-        from conformance import render
+        from adamw_conformance.report import render
 
         args = " ".join(self.config.invocation_params.args)
         meta = {

@@ -8,7 +8,7 @@ at most 1 while the others' are not is the answer; the err/bound of every candid
 evidence. Nothing reads the implementation's source, every call into it is guarded, and whatever
 it does (raise, hang, return NaN, hide its state) becomes an answer, never a crash.
 
-    python -m conformance.fingerprint --impl=torch.optim.AdamW [--dtype=bfloat16] [--json]
+    adamw-fingerprint --impl=torch.optim.AdamW [--dtype=bfloat16] [--json]
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-
-from conformance.adapters.base import (
+from adamw_conformance.adapters.base import (
     GroupSetup,
     ParamState,
     Setup,
@@ -30,7 +29,7 @@ from conformance.adapters.base import (
     declared_orders,
     takes_none_grads,
 )
-from conformance.drive import (
+from adamw_conformance.core.drive import (
     Config,
     ImplementationError,
     create,
@@ -41,12 +40,12 @@ from conformance.drive import (
     step,
     trajectory,
 )
-from conformance.judge import Model, ratios
-from conformance.precision import LOW_DTYPES, compute_verdict, within_compute
-from conformance.strategies import representable
-from spec.conventions import CHOICES, EXPLANATIONS, Convention
-from spec.formats import format_of
-from spec.rounding import ulp_distance
+from adamw_conformance.core.judge import Model, ratios
+from adamw_conformance.core.precision import LOW_DTYPES, compute_verdict, within_compute
+from adamw_conformance.core.strategies import representable
+from adamw_conformance.spec.conventions import CHOICES, EXPLANATIONS, Convention
+from adamw_conformance.spec.formats import format_of
+from adamw_conformance.spec.rounding import ulp_distance
 
 #: The properties, in the order of the table.
 PROPERTIES = ("rule", "coupling", "decay_coupling", "decay_target", "eps", "counter", "moments",
@@ -70,7 +69,7 @@ NOT_APPLICABLE = "not applicable"
 ADAM_FAMILY = "Adam family"
 NOT_ADAM = "not an Adam-family rule"
 
-#: Exit codes of `python -m conformance.fingerprint` (README, "Fingerprint").
+#: Exit codes of `python -m adamw_conformance.tools.fingerprint` (README, "Fingerprint").
 EXIT_NAMED = 0      # an Adam-family rule, every convention property named
 EXIT_UNMATCHED = 1  # driven, but not an Adam-family rule, or some property fits no convention
 EXIT_USAGE = 2      # the --impl (or --device) cannot be used
@@ -651,7 +650,7 @@ class _Prober:
 
     def _compute_precision(self) -> Answer:
         """Is each step within the bound of float32 arithmetic, or only within that of
-        arithmetic in the parameter dtype (conformance.precision)? Where the state is readable,
+        arithmetic in the parameter dtype (core.precision)? Where the state is readable,
         a step whose gradient nearly cancels the first moment, g = -b1/(1-b1) m (1 +- 2^-6),
         judged from the state read back: b1*m rounded to the parameter dtype before the sum
         shows at once (the same probe as dtype.precision). Otherwise fresh steps with eps ~ |g|
@@ -846,10 +845,10 @@ def _reason(e: BaseException) -> str:
 # --- command line -----------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from conformance.targets import TargetError, resolve
+    from adamw_conformance.core.targets import TargetError, resolve
 
     parser = argparse.ArgumentParser(
-        prog="python -m conformance.fingerprint",
+        prog="python -m adamw_conformance.tools.fingerprint",
         description="Which AdamW conventions an implementation follows, from its behaviour.")
     parser.add_argument("--impl", required=True, help="the target, as for pytest conformance")
     parser.add_argument("--dtype", default="float32",
@@ -889,7 +888,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("the suite would fail every test that steps it, with the same cause")
         return verdict.code
     if fp.answers.get("rule") is not None and fp.answers["rule"].value != ADAM_FAMILY:
-        from conformance.rules import detect
+        from adamw_conformance.core.rules import detect
         print(f"the suite judges it against rule {detect(adapter)} (--rule=auto; --rule=NAME "
               "names another): expect failures that show where its steps differ")
         return verdict.code

@@ -1,0 +1,1 @@
+"""The judging core: targets, strategies, driving an implementation, verdicts, records."""

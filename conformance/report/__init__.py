@@ -1,0 +1,1 @@
+"""`--report=NAME`: the audit report a conformance run writes (writer) and its files (render)."""

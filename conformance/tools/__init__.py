@@ -1,0 +1,2 @@
+"""Command-line tools: `python -m adamw_conformance.tools.<name>` (fingerprint, audit, bench,
+detection, survey)."""
