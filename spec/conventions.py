@@ -1,4 +1,4 @@
-"""The named ways real libraries differ on AdamW (DESIGN.md section 2).
+"""The named ways real libraries differ on AdamW (docs/conventions.md).
 
 Each is a parameter of the spec, not a bug: an audit names which one an implementation follows,
 and a conformance run judges against the ones it declares. The defaults are PyTorch's and optax's.

@@ -22,7 +22,7 @@ def test_resolves(text):
 
 def test_passes_the_state_free_and_replayed_core():
     # exact.one_step is not among them: from replayed states at large t with beta2 near 1, optax's
-    # float32 power float32(b2) ** count is far outside the bound (README, "optax and Keras").
+    # float32 power float32(b2) ** count is far outside the bound (docs/adapters.md, "optax").
     out = run_suite("--impl=optax-adamw", "-k", "step_one or decay_only or "
                     "moments or uniform or power_of_two or round_trip or lr_zero or order")
     assert out.passed() and not out.failed(), out.messages

@@ -3,7 +3,7 @@
 An implementation is observed only through this protocol: create it with hyperparameters and
 parameter groups, feed gradients, read parameters and, where it exposes them, its state. Values
 cross the boundary as float64 numpy arrays, which hold every float32/bf16/fp16 value exactly, so
-any framework can be wrapped. README ("Write an adapter") documents it for users.
+any framework can be wrapped. docs/adapters.md ("Writing an adapter") documents it for users.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The files of a conformance report: report.json, report.md, report.html and plots/*.png.
 
-Input is the report's data (see conformance/report.py; schema in reports/README.md) and the raw
+Input is the report's data (see report/writer.py; schema in reports/README.md) and the raw
 err/bound samples per property and output. The HTML page is self-contained: its plots are
 embedded as base64 PNG and it loads nothing. matplotlib (the `plots` extra) draws the
 histograms; without it the report says that plots are unavailable.

@@ -118,7 +118,7 @@ FINDINGS = """## What it shows
   per-call limit) and number-less targets.
 - Keras' Adam and AdamW(use_ema=True) are AdamW of Keras' conventions whose float32
   hyperparameters put decay_target and moments just outside the bound (nearest within 8x), the
-  known Keras deviation (README, "optax and Keras").
+  known Keras deviation (docs/adapters.md, "Keras 3").
 """
 # The first call into torch.optim can take seconds on a loaded machine (lazy imports).
 IMPL_TIMEOUT = 30.0
