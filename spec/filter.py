@@ -8,9 +8,9 @@ of width 2E around the bound, need the exact oracle. E is tiny (float64 rounding
 value) against B (the implementation's rounding, ~2^-23 of it for float32), so the band is almost
 always empty.
 
-E comes from the same first-order model as B (`spec.bounds`), applied to the rule's own order
-evaluated in float64 (u = 2^-53, every operation one rounding, IEEE_ULPS budgets). On top of the
-model's margin for second-order terms:
+E comes from the same first-order model as B (`spec.rounding_model`), applied to the rule's own
+order evaluated in float64 (u = 2^-53, every operation one rounding, IEEE_ULPS budgets). On top of
+the model's margin for second-order terms:
 
 - `SAFETY` = 2: numpy's pow (beta^t, and the sqrt/reciprocal the engine evaluates as pow) is libm's,
   within 1 ulp rather than the half-ulp of a correctly rounded operation;
@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 import sympy as sp
-from adamw_conformance.spec.bounds import Precision, evaluate
+from adamw_conformance.spec.bounds import evaluate
 from adamw_conformance.spec.formats import FLOAT64
 from adamw_conformance.spec.orders import Order, straightforward
+from adamw_conformance.spec.rounding_model import Precision
 from adamw_conformance.spec.rule import Rule
 from adamw_conformance.spec.symbols import SCALARS
 from adamw_conformance.spec.symbols import t as t_symbol

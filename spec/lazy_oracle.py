@@ -15,10 +15,11 @@ from typing import Any
 
 import mpmath
 import numpy as np
-from adamw_conformance.spec.bounds import Precision, environment
+from adamw_conformance.spec.bounds import environment
 from adamw_conformance.spec.filter import Estimate, Filter
 from adamw_conformance.spec.oracle import Oracle, StepResult
 from adamw_conformance.spec.rounding import as_float64
+from adamw_conformance.spec.rounding_model import Precision
 
 
 class _Inputs:

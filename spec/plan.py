@@ -1,11 +1,12 @@
 """The bound engine compiled: one straight-line numpy function per (graph, outputs, precisions).
 
-`spec.bounds.reference_bound` interprets the expression DAG for every call: a dict lookup, a kind
+`spec.reference_bound` interprets the expression DAG for every call: a dict lookup, a kind
 dispatch and zero/inf guards (`np.where`) per node and per edge, for every order and every output.
 Here the same computation is written out once as Python source (the values, the partials that the
 asked outputs need, one reverse sweep per output, the rounding terms) and compiled with `exec`. The
-arithmetic is the reference's, operation for operation and in the same order, so the results are
-bit-identical, with three differences in what is computed, none in how:
+rounding terms, final stores, margins and domain limits are `spec.rounding_model`'s, as the
+reference's are; the arithmetic is the reference's, operation for operation and in the same order,
+so the results are bit-identical, with three differences in what is computed, none in how:
 
 - no zero guards on the adjoint products. A guard changes a product only where one side is 0 and
   the other inf or nan, and there the unguarded product is nan, which reaches the total (a term with
@@ -16,6 +17,8 @@ bit-identical, with three differences in what is computed, none in how:
   implementation's bound of the same order are one pass);
 - only what is asked: outputs, the domain, the sensitivities.
 
+A plan is run over a step's arrays in cache-sized chunks by `spec.plan_runner`.
+
 Graphs with a `max` node (AMSGrad) have partials that depend on the profile's own error terms;
 they are left to the reference engine.
 """
@@ -23,13 +26,21 @@ they are left to the reference engine.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import sympy as sp
+from adamw_conformance.spec.expression_graph import Graph, conditions, reachable, select
 from adamw_conformance.spec.formats import FLOAT64, Format
+from adamw_conformance.spec.rounding_model import (
+    Precision,
+    Terms,
+    domain_limit,
+    output_model,
+    rounding_terms,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,25 +48,13 @@ class Weighting:
     """A precision profile as the rounding terms see it: the profile and the order's scalar
     format (where hyperparameter-only arithmetic rounds)."""
 
-    prec: Any  # spec.bounds.Precision (not imported: bounds imports this module)
+    prec: Precision
     scalar: Format
 
     @property
     def key(self) -> tuple:
         p = self.prec
         return (p.param, p.state, p.compute, p.hyper, tuple(sorted(p.ulps.items())), self.scalar)
-
-
-@dataclass
-class Result:
-    """One output under one weighting, before the nan fix-up: see `spec.bounds.Bound`."""
-
-    value: np.ndarray
-    in_domain: np.ndarray | None
-    sensitivity: dict[str, np.ndarray]
-    center: np.ndarray | None
-    #: Where the unguarded total is nan (None without a domain): the reference redoes those.
-    nan: np.ndarray | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,7 +75,9 @@ class Wanted:
 
 
 class Compiled:
-    """A compiled plan: `run(env)` -> {output: [Result per weighting]}."""
+    """A compiled plan: `run(env, shape)` -> one row (output, weighting index, value, domain,
+    sensitivities, centre, nan) per asked output and weighting (`spec.plan_runner` collects them
+    into `Result`s, chunk by chunk)."""
 
     def __init__(self, source: str, namespace: dict[str, Any], leaves: list[sp.Symbol]) -> None:
         self.source = source
@@ -90,7 +91,7 @@ class Compiled:
             return self._fn(env, shape, *[env[s] for s in self.leaves])
 
 
-def supported(graph: Any) -> bool:
+def supported(graph: Graph) -> bool:
     """Whether the compiled engine handles this graph (no profile-dependent partials)."""
     return all(n.kind != "max" for n in graph.nodes.values())
 
@@ -98,7 +99,7 @@ def supported(graph: Any) -> bool:
 _PLANS: dict[tuple, Compiled] = {}
 
 
-def compile_plan(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...],
+def compile_plan(graph: Graph, names: tuple[str, ...], weightings: tuple[Wanted, ...],
                  sensitivity: bool) -> Compiled:
     """The plan for `graph`'s outputs `names` under `weightings`, generated once."""
     key = (graph, names, tuple(w.key for w in weightings), sensitivity)
@@ -108,15 +109,11 @@ def compile_plan(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, .
     return plan
 
 
-def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...],
+def _generate(graph: Graph, names: tuple[str, ...], weightings: tuple[Wanted, ...],
               sensitivity: bool) -> Compiled:
-    from adamw_conformance.spec import (
-        bounds as B,  # the reference's rules: which node rounds where, budgets
-    )
-
     index = {x: i for i, x in enumerate(graph.order)}
-    ns: dict[str, Any] = {"np": np, "inf": np.inf, "_select": B._select,
-                          "_conditions": B._conditions, "_scaled": _scaled, "_full": _full}
+    ns: dict[str, Any] = {"np": np, "inf": np.inf, "_select": select,
+                          "_conditions": conditions, "_scaled": _scaled, "_full": _full}
     lines: list[str] = []
     emit = lines.append
     leaves = [x for x in graph.order if graph.nodes[x].kind == "leaf"]
@@ -131,7 +128,7 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
         ns[name] = value
         return name
 
-    # --- values (spec.bounds._values) --------------------------------------------------------
+    # --- values (spec.reference_bound._values) -----------------------------------------------
     rhs: dict[str, str] = {}  # a value's expression -> its variable (values are assigned once)
     for x in graph.order:
         n = graph.nodes[x]
@@ -217,10 +214,11 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
                 raise NotImplementedError(n.kind)
 
     # --- the terms of each weighting, and which adjoints they need --------------------------
-    per_w = [_terms(graph, w.weighting, B) for w in weightings]
+    per_w: list[Terms] = [rounding_terms(graph, w.weighting.prec, w.weighting.scalar)
+                          for w in weightings]
     base: set[sp.Basic] = set()
-    for (terms, _, _), w in zip(per_w, weightings, strict=True):
-        for x, _rel, _eta, _nary, edges in terms:
+    for terms, w in zip(per_w, weightings, strict=True):
+        for x, _rel, _eta, _nary, edges in terms.roundings:
             if w.lower:
                 continue  # only terms whose adjoint is the root's: no sweep needed
             base.update([p for p, _ in edges] if edges is not None else [x])
@@ -231,8 +229,8 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
         if x in base or any(c in useful for c in graph.nodes[x].children):
             useful.add(x)
 
-    # --- adjoints (spec.bounds._adjoints, unguarded), one sweep per asked output. The root's
-    # adjoint is 1 (None here): 1 * p = p exactly, so products with it are left out.
+    # --- adjoints (spec.reference_bound._adjoints, unguarded), one sweep per asked output. The
+    # root's adjoint is 1 (None here): 1 * p = p exactly, so products with it are left out.
     adjoint: dict[str, dict[sp.Basic, str | None]] = {}
     for o, name in enumerate(names):
         root = graph.outputs[name]
@@ -280,9 +278,9 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
     ret: list[str] = []
     for w, wt in enumerate(weightings):
         weighting = wt.weighting
-        terms, count, worst_u = per_w[w]
+        terms = per_w[w]
         errs: list[tuple[sp.Basic, str, bool, tuple | None]] = []  # (node, err, scalar, edges)
-        for t_i, (x, rel, eta, nary, edges) in enumerate(terms):
+        for t_i, (x, rel, eta, nary, edges) in enumerate(terms.roundings):
             n = graph.nodes[x]
             if wt.lower and (edges is not None or n.scalar
                              or any(adjoint[name].get(x, 0) is not None for name in names)):
@@ -310,11 +308,7 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
             groups: dict[float, list[str]] = {}
             for x in graph.order:
                 n = graph.nodes[x]
-                limit = FLOAT64.max if n.scalar else weighting.prec.compute.max
-                if n.kind == "store":
-                    limit = min(limit, {"param": weighting.prec.param,
-                                        "state": weighting.prec.state,
-                                        "compute": weighting.prec.compute}[n.role].max)
+                limit = domain_limit(n, weighting.prec)
                 if n.scalar or n.kind == "const":
                     emit(f"d{w} = d{w} & ({mag(x)} <= {limit!r})")
                 elif not (x in covered and limit == FLOAT64.max):
@@ -355,19 +349,13 @@ def _generate(graph: Any, names: tuple[str, ...], weightings: tuple[Wanted, ...]
             if first:
                 emit(f"{tot} = np.zeros(shape)")
             root = graph.outputs[name]
-            out_fmt = weighting.prec.param if name == "theta" else weighting.prec.state
-            n_total, u_total = count, worst_u
-            if (graph.nodes[root].kind != "store"
-                    and out_fmt.precision < weighting.prec.compute.precision):
-                n_total += 1
-                u_total = max(u_total, out_fmt.u)
-                if not wt.lower:
-                    rel = weighting.prec.ulps.get("store", 1) * out_fmt.u
-                    emit(_err_line(f"r{w}_{o}", mag(root), rel, out_fmt.eta, False))
-                    emit(f"{tot} = {tot} + r{w}_{o}")
-            margin = (1 + 2 * n_total * u_total) * (1 + 2.0**-40)
+            out = output_model(graph, name, weighting.prec, terms)
+            if out.store is not None and not wt.lower:
+                emit(_err_line(f"r{w}_{o}", mag(root), out.store.rel, out.store.eta, False))
+                emit(f"{tot} = {tot} + r{w}_{o}")
+            margin = out.margin
             if wt.domain:
-                emit(f"ok{w}_{o} = _full(d{w} & ({mag(root)} <= {out_fmt.max!r})"
+                emit(f"ok{w}_{o} = _full(d{w} & ({mag(root)} <= {out.fmt.max!r})"
                      f" & np.isfinite({tot}), shape)")
                 emit(f"b{w}_{o} = np.where(ok{w}_{o}, {tot} * {margin!r}, inf)")
                 # Where the unguarded sweep met 0 * inf (spec.bounds.evaluate redoes those).
@@ -450,130 +438,11 @@ def _ZERO(ns: dict[str, Any]) -> str:
 
 
 def _err_line(name: str, m: str, rel: float, eta: float, scalar: bool) -> str:
-    """err = where(mag == 0, 0, rel * mag + eta / 2), without a where where that is exact."""
+    """`spec.rounding_model.rounding_error` as source: err = where(mag == 0, 0, rel * mag +
+    eta / 2), without a where where that is exact."""
     half = eta / 2
     if half == 0.0:  # float64: rel * mag is 0 where mag is (and nan where mag is)
         return f"{name} = {rel!r} * {m}"
     if scalar:
         return f"{name} = np.where({m} == 0, 0.0, {rel!r} * {m} + {half!r})"
     return f"{name} = {rel!r} * {m} + ({m} != 0) * {half!r}"
-
-
-def reachable(graph: Any, root: sp.Basic) -> set[sp.Basic]:
-    """The nodes of `graph` that `root` depends on (itself included)."""
-    reach: set[sp.Basic] = set()
-    stack = [root]
-    while stack:
-        x = stack.pop()
-        if x in reach:
-            continue
-        reach.add(x)
-        stack.extend(graph.nodes[x].children)
-    return reach
-
-
-def _terms(graph: Any, weighting: Weighting, B: Any) -> tuple[list[tuple], int, float]:
-    """The reference's rounding terms (spec.bounds.reference_bound), in its order, without their
-    values: (node, relative budget, eta, n-ary add magnitude?, cast edges or None)."""
-    prec, scalar_fmt = weighting.prec, weighting.scalar
-    hyper_unit = max((f.u for f in (prec.hyper, scalar_fmt) if f is not None and f != FLOAT64),
-                     default=0.0)
-    terms: list[tuple] = []
-    count, worst_u = 0, 0.0
-    cast: dict[sp.Basic, list[tuple[sp.Basic, int]]] = {}
-    for x in graph.order:
-        n = graph.nodes[x]
-        if n.kind == "leaf" and n.scalar and not n.integer and hyper_unit:
-            terms.append((x, hyper_unit, (prec.hyper or scalar_fmt).eta, False, None))
-            count += 1
-            worst_u = max(worst_u, hyper_unit)
-            continue
-        fmt = B._unit_for(n, scalar_fmt, prec)
-        if fmt is not None:
-            budget = prec.ulps.get(B._KIND_BUDGET.get(n.kind, "add"), 1) * n.roundings
-            nary = n.kind == "add" and len(n.children) > 2
-            terms.append((x, budget * fmt.u, n.roundings * fmt.eta, nary, None))
-            count += n.roundings
-            worst_u = max(worst_u, fmt.u)
-        if not n.scalar and n.kind != "store":
-            for i, a in enumerate(n.children):
-                ca = graph.nodes[a]
-                if (ca.scalar and not ca.integer and ca.kind != "const"
-                        and ca.role != "compute"
-                        and prec.compute.precision < scalar_fmt.precision):
-                    cast.setdefault(a, []).append((x, i))
-    for a, edges in cast.items():
-        terms.append((a, prec.ulps.get("cast", 1) * prec.compute.u, prec.compute.eta, False,
-                      tuple(edges)))
-        count += 1
-        worst_u = max(worst_u, prec.compute.u)
-    return terms, count, worst_u
-
-
-#: Elements per pass of a plan. A plan makes ~100 temporaries; at 4096 float64 (32 KiB) each,
-#: those alive at once stay in the core's L2, and each numpy operation runs 2-3x faster than on
-#: arrays streamed from memory (measured: 200k elements, 4096: 41 ms, 8192: 107 ms, one pass:
-#: 100 ms CPU). The per-chunk Python overhead is a few microseconds per operation.
-CHUNK = 4096
-
-
-def run_plan(compiled: Compiled, env: Mapping[sp.Symbol, Any], shape: tuple[int, ...],
-             names: Sequence[str], n_weightings: int) -> dict[str, list[Result]]:
-    """Run `compiled` on `env` (of broadcast `shape`), in chunks of CHUNK elements."""
-    size = int(np.prod(shape, dtype=np.int64))
-    if size <= CHUNK:
-        return _collect(compiled.run(env, shape), names, n_weightings)
-    flat_env = {s: (a if np.ndim(a) == 0 else _flat(np.asarray(a), shape)) for s, a in env.items()}
-    out: list[list] = []
-    for start in range(0, size, CHUNK):
-        stop = min(start + CHUNK, size)
-        part = {s: (a if np.ndim(a) == 0 else a[start:stop]) for s, a in flat_env.items()}
-        rows = compiled.run(part, (stop - start,))
-        if not out:
-            out = [[name, w, *(_empty(x, size) for x in arrays)]
-                   for name, w, *arrays in rows]
-        for row, (_name, _w, *arrays) in zip(out, rows, strict=True):
-            for target, x in zip(row[2:], arrays, strict=True):
-                _fill(target, x, start, stop)
-    reshaped = [[name, w, *(_shaped(x, shape) for x in arrays)] for name, w, *arrays in out]
-    return _collect(reshaped, names, n_weightings)
-
-
-def _flat(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    if a.shape != shape:
-        a = np.broadcast_to(a, shape)
-    return np.ascontiguousarray(a).reshape(-1)
-
-
-def _empty(x: Any, size: int) -> Any:
-    if x is None:
-        return None
-    if isinstance(x, dict):
-        return {k: _empty(v, size) for k, v in x.items()}
-    return np.empty(size, dtype=np.asarray(x).dtype)
-
-
-def _fill(target: Any, x: Any, start: int, stop: int) -> None:
-    if target is None:
-        return
-    if isinstance(target, dict):
-        for k, v in target.items():
-            _fill(v, x[k], start, stop)
-        return
-    target[start:stop] = x
-
-
-def _shaped(x: Any, shape: tuple[int, ...]) -> Any:
-    if x is None:
-        return None
-    if isinstance(x, dict):
-        return {k: v.reshape(shape) for k, v in x.items()}
-    return x.reshape(shape)
-
-
-def _collect(rows: Any, names: Sequence[str], n_weightings: int) -> dict[str, list[Result]]:
-    out: dict[str, list[Result]] = {name: [None] * n_weightings for name in names}  # type: ignore
-    for name, w, value, ok, sens, center, nan in rows:
-        out[name][w] = Result(value, ok, sens, center if center is not None
-                              else out[name][0].center, nan)
-    return out

@@ -30,7 +30,7 @@ from adamw_conformance.spec.bounds import (
 from adamw_conformance.spec.conventions import Convention
 from adamw_conformance.spec.filter import FLOAT64_ARITHMETIC, SAFETY, Filter
 from adamw_conformance.spec.formats import BFLOAT16
-from adamw_conformance.spec.plan import CHUNK
+from adamw_conformance.spec.plan_runner import CHUNK
 from adamw_conformance.spec.rounding import round_to
 
 from tests.test_filter import _cases
