@@ -1,8 +1,8 @@
 """The rounding-error model both bound engines compute: written here once.
 
-First-order (1 + delta) model (docs/tolerance-model.md): every rounding i perturbs its exact result x_i to
-x_i (1 + delta_i) + e_i with |delta_i| <= k_i u_i and |e_i| <= eta_i / 2 (underflow). To first order
-the output moves by sum_i delta_i x_i (d out / d x_i), so
+First-order (1 + delta) model (docs/tolerance-model.md): every rounding i perturbs its exact
+result x_i to x_i (1 + delta_i) + e_i with |delta_i| <= k_i u_i and |e_i| <= eta_i / 2
+(underflow). To first order the output moves by sum_i delta_i x_i (d out / d x_i), so
 
     B = margin * sum_i (k_i u_i |x_i| + eta_i / 2) |d out / d x_i|
 
