@@ -9,7 +9,14 @@ from functools import cache
 
 import pytest
 from adamw_conformance.core.targets import resolve
-from adamw_conformance.tools.fingerprint import UNDETERMINED, Fingerprint, fingerprint, main
+from adamw_conformance.tools.fingerprint import (
+    PROPERTIES,
+    UNDETERMINED,
+    Answer,
+    Fingerprint,
+    fingerprint,
+    main,
+)
 
 
 @cache
@@ -266,3 +273,25 @@ def test_amsgrad_fixed_on_is_still_the_adam_family() -> None:
 def test_spec_rule_of_another_rule() -> None:
     assert fp("torch.optim.SGD").spec_rule() == "sgd"
     assert fp("torch.optim.Adamax").spec_rule() is None
+
+
+# --- the runner: each probe is given the answers it names, and only those ---------------------
+
+def test_each_probe_needs_only_answers_of_earlier_probes() -> None:
+    from adamw_conformance.tools.fingerprint.runner import PLAN
+    answered: set[str] = set()
+    for probe, _ in PLAN:
+        assert set(probe.needs) <= answered, (probe.name, probe.needs, answered)
+        answered |= set(probe.answers)
+    assert answered == set(PROPERTIES) - {"rule"}
+
+
+def test_a_probe_is_given_only_what_it_needs() -> None:
+    from adamw_conformance.spec.conventions import Convention
+    from adamw_conformance.tools.fingerprint.runner import given
+    from adamw_conformance.tools.fingerprint.target import Given
+    answers = {"coupling": Answer("L2", "", True), "eps": Answer("hat", "", True),
+               "counter": Answer("none of the known conventions", "", False)}
+    assert given(answers, ("eps",)) == Given("adamw", Convention(eps="hat"))
+    assert given(answers, ("coupling", "eps", "counter")) == Given("adam_l2",
+                                                                   Convention(eps="hat"))
