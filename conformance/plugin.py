@@ -168,7 +168,7 @@ def _fixed_variant(model: Model, adapter: object) -> Model:
 def _auto_conventions(config: pytest.Config, adapter: object, rule: str,
                       text: str) -> tuple[Convention, str, str | None]:
     """--conventions=auto: the conventions the fingerprint finds from the target's behaviour
-    (conformance/tools/fingerprint.py), and the header's note of what it found. The conventions are
+    (conformance/tools/fingerprint/), and the header's note of what it found. The conventions are
     the Adam family's: another rule has none, and a target the fingerprint cannot place in the
     family (or cannot drive) is judged with the defaults, its verdict in the header. The third
     value is the spec rule the behaviour shows, where the fingerprint names one."""

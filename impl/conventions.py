@@ -1,6 +1,6 @@
 """Correct AdamWs that follow the spec's other named conventions (spec/conventions.py), written
 the way the libraries that use them write them, and two precision behaviours. They are what the
-convention fingerprint (conformance/tools/fingerprint.py) must name from behaviour alone
+convention fingerprint (conformance/tools/fingerprint/) must name from behaviour alone
 (tests/test_fingerprint.py); each passes the suite under the --conventions the fingerprint
 prints.
 

@@ -9,7 +9,14 @@ from functools import cache
 
 import pytest
 from adamw_conformance.core.targets import resolve
-from adamw_conformance.tools.fingerprint import UNDETERMINED, Fingerprint, fingerprint, main
+from adamw_conformance.tools.fingerprint import (
+    PROPERTIES,
+    UNDETERMINED,
+    Answer,
+    Fingerprint,
+    fingerprint,
+    main,
+)
 
 
 @cache
@@ -92,7 +99,7 @@ def test_bf16_hyperparameters_rounded_are_reported() -> None:
 
 
 def test_cli_prints_table_and_command(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--impl=impl.mutants.bias:GlobalCounter"]) == 0
+    assert main(["--impl=impl.mutants.bias:GlobalCounter"]) == 4  # AdamW, another convention
     out = capsys.readouterr().out
     assert "| counter | global |" in out
     assert "--conventions=counter=global" in out
@@ -131,7 +138,7 @@ def test_not_an_adam_family_rule_is_said(target: str, says: str) -> None:
     rule = found.answers["rule"]
     assert rule.value.startswith("not an Adam-family rule") and says in rule.value, found.table()
     verdict = found.verdict()
-    assert verdict.code == 1 and "no convention of DESIGN.md section 2 applies" in verdict.text
+    assert verdict.code == 1 and "no convention of docs/conventions.md applies" in verdict.text
     for name in ("coupling", "eps", "counter", "moments", "amsgrad"):
         assert found.answers[name].value.startswith("not applicable"), found.table()
     assert found.conventions_text() == "default"
@@ -164,11 +171,22 @@ def test_the_verdict_of_adamw_and_adam_l2() -> None:
     verdict = fp("torch-loop").verdict()
     assert (verdict.code, verdict.text) == (0, "AdamW (decoupled weight decay); conventions: "
                                                "default")
-    assert fp("torch.optim.Adam").verdict().text.startswith("Adam+L2")
+    verdict = fp("torch.optim.Adam").verdict()
+    assert verdict.code == 1 and verdict.text.startswith("Adam+L2"), verdict
+
+
+@pytest.mark.parametrize("target, text", [
+    ("impl.conventions:EpsHatAdamW", "AdamW (decoupled weight decay); conventions: eps=hat"),
+    ("impl.conventions:CorrectedMaxAMSGrad", "AdamW (decoupled weight decay); conventions: "
+                                             "default; amsgrad=corrected_max"),
+])
+def test_the_verdict_of_adamw_under_other_conventions(target: str, text: str) -> None:
+    verdict = fp(target).verdict()
+    assert (verdict.code, verdict.text) == (4, text)
 
 
 @pytest.mark.parametrize("argv, code, says", [
-    (["--impl=impl.mutants.bias:GlobalCounter"], 0, "verdict: AdamW"),
+    (["--impl=torch-loop"], 0, "verdict: AdamW"),
     (["--impl=torch.optim.SGD"], 1, "verdict: not an Adam-family rule"),
     (["--impl=impl.broken:RaisingAdamW"], 3, "verdict: could not drive the target: the "
                                              "implementation raised RuntimeError in step()"),
@@ -198,6 +216,30 @@ def test_cli_nonpositive_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[
     assert "--impl-timeout=0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["--impl=torch-loop", "--device=tpu"], "error: --device='tpu': accepted values are cpu, "
+                                            "cuda"),
+    (["--impl=torch-loop", "--dtype=float8"], "error: --dtype='float8': accepted values are "
+                                              "float32, float64, bfloat16, float16"),
+    (["--dtype=float32"], "error: the following arguments are required: --impl"),
+])
+def test_cli_bad_option_is_one_usage_line(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                          says: str) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == says + "\n" and captured.out == "", captured
+
+
+def test_cli_help_states_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for code in range(5):
+        assert f"\n  {code}  " in out, out
+    assert "docs/conventions.md" in out
+
+
 def test_lbfgs_is_driven_with_a_closure() -> None:
     found = fp("torch.optim.LBFGS")
     assert found.answers["rule"].value.startswith("not an Adam-family rule"), found.table()
@@ -212,7 +254,7 @@ def test_optax_as_users_build_it(target: str, coupling: str, rule: str) -> None:
     found = fp(target)
     assert found.answers["coupling"].value == coupling, found.table()
     assert found.answers["counter"].value.startswith("not applicable"), found.table()
-    assert found.rule_name() == rule and found.verdict().code == 0, found.verdict()
+    assert found.rule_name() == rule and found.verdict().code == 1, found.verdict()
 
 
 def test_optax_sgd_is_driven_and_named() -> None:
@@ -231,3 +273,25 @@ def test_amsgrad_fixed_on_is_still_the_adam_family() -> None:
 def test_spec_rule_of_another_rule() -> None:
     assert fp("torch.optim.SGD").spec_rule() == "sgd"
     assert fp("torch.optim.Adamax").spec_rule() is None
+
+
+# --- the runner: each probe is given the answers it names, and only those ---------------------
+
+def test_each_probe_needs_only_answers_of_earlier_probes() -> None:
+    from adamw_conformance.tools.fingerprint.runner import PLAN
+    answered: set[str] = set()
+    for probe, _ in PLAN:
+        assert set(probe.needs) <= answered, (probe.name, probe.needs, answered)
+        answered |= set(probe.answers)
+    assert answered == set(PROPERTIES) - {"rule"}
+
+
+def test_a_probe_is_given_only_what_it_needs() -> None:
+    from adamw_conformance.spec.conventions import Convention
+    from adamw_conformance.tools.fingerprint.runner import given
+    from adamw_conformance.tools.fingerprint.target import Given
+    answers = {"coupling": Answer("L2", "", True), "eps": Answer("hat", "", True),
+               "counter": Answer("none of the known conventions", "", False)}
+    assert given(answers, ("eps",)) == Given("adamw", Convention(eps="hat"))
+    assert given(answers, ("coupling", "eps", "counter")) == Given("adam_l2",
+                                                                   Convention(eps="hat"))

@@ -207,10 +207,11 @@ def render(results: dict[tuple[str, str], Outcome], targets: Sequence[tuple[str,
         lines.append(f"- `{m}`: `{shown(m, 'TARGET')}`")
     lines += [
         "",
-        "Exit codes: the fingerprint 0 (an Adam-family rule, every convention named), 1 (driven, "
-        "but not every property fits a named convention, or not an Adam-family rule), 2 (usage "
-        "error: the --impl cannot be resolved), 3 (could not drive the target: it raises, "
-        "hangs or returns no numbers); pytest 0 (passed), 1 (a test failed), 4 (usage error). "
+        "Exit codes: the fingerprint 0 (AdamW as PyTorch defines it), 1 (driven, but not "
+        "AdamW: another rule, or a property that fits no named convention), 2 (usage error: "
+        "the --impl cannot be resolved), 3 (could not drive the target: it raises, hangs or "
+        "returns no numbers), 4 (AdamW under other named conventions); pytest 0 (passed), "
+        "1 (a test failed), 4 (usage error). "
         "`crash` marks a Python traceback or an INTERNALERROR in the output, or no answer "
         "within the wall-clock limit.",
         "",
