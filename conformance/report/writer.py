@@ -114,6 +114,11 @@ class ReportPlugin:
         self.tests: dict[str, dict[str, Any]] = {}
         self.recorder = record.start()
         self.started = time.time()
+        # Set by the conformance plugin: the run's fingerprint (computed once, shared with the
+        # root-cause summary), the root-cause summary and what the run was judged under.
+        self.fingerprinter: Callable[..., Any] | None = None
+        self.root_cause: Callable[[], list[str]] = list
+        self.judged_under: Callable[[], list[str]] = list
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
@@ -203,7 +208,9 @@ class ReportPlugin:
             "elements_judged": sum(p["elements"] for p in properties.values()),
             "properties": properties,
             "tests": tests,
-            "fingerprint": fingerprint_section(cfg.adapter, cfg.dtype, cfg.device, cfg.timeout),
+            "fingerprint": fingerprint_section(cfg.adapter, cfg.dtype, cfg.device, cfg.timeout,
+                                               self.fingerprinter),
+            "root_cause": [*self.root_cause(), *self.judged_under()],
         }
 
     def write(self) -> Path:
