@@ -269,7 +269,8 @@ class SessionPlugin:
         given = config.getoption("--hypothesis-seed", None)
         worker = getattr(config, "workerinput", {}).get(WORKER_KEY)
         seed = choose_seed(given, derandomized, worker)
-        if seed is not None and given is None:
+        self.chose_seed = seed is not None and given is None
+        if self.chose_seed:
             config.option.hypothesis_seed = seed  # Hypothesis' plugin reads it after this hook
         self.session = Session(
             impl=config.getoption("--impl") or DEFAULT_IMPL,
@@ -280,6 +281,17 @@ class SessionPlugin:
         self.xfails: list[str] = []
         self.findings = Findings()
         self.fingerprint: Callable[[], Any] | None = None
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """Leave no seed or session behind for a later session in this process (tests that
+        run the suite in-process)."""
+        from adamw_conformance.core import session
+
+        session.start(None)
+        if self.chose_seed:
+            from hypothesis import core
+
+            core.global_force_seed = None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

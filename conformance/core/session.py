@@ -266,7 +266,7 @@ def node(prop: str) -> str:
 _current: Session | None = None
 
 
-def start(session: Session) -> None:
+def start(session: Session | None) -> None:
     global _current
     _current = session
 

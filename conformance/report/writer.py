@@ -198,8 +198,9 @@ class ReportPlugin:
             },
             "settings": {
                 "hypothesis_profile": profile,
-                "hypothesis_seed": (str(seed) if seed is not None else
-                                    "derandomized" if settings().derandomize else "random"),
+                # a derandomized profile ignores any seed
+                "hypothesis_seed": ("derandomized" if settings().derandomize else
+                                    str(seed) if seed is not None else "random"),
                 "compute_dtype": self.config.getoption("--compute-dtype"),
                 "xfails": self.config.getoption("--xfails"),
                 "impl_timeout": cfg.timeout,
