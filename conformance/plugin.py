@@ -270,6 +270,8 @@ class SessionPlugin:
         worker = getattr(config, "workerinput", {}).get(WORKER_KEY)
         seed = choose_seed(given, derandomized, worker)
         self.chose_seed = seed is not None and given is None
+        #: a seed given to a derandomized profile, which ignores it: the header says so
+        self.ignored_seed = given if derandomized else None
         if self.chose_seed:
             config.option.hypothesis_seed = seed  # Hypothesis' plugin reads it after this hook
         self.session = Session(
@@ -416,7 +418,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         + (f" (auto; {s.conventions_auto})" if s.conventions_auto is not None else ""),
     ]
     lines += [f"conformance: {line}" for line in config.stash[_SESSION].judged_under()]
-    lines.append(f"conformance: hypothesis profile={s.profile} seed={s.seed_text()}")
+    ignored = config.stash[_SESSION].ignored_seed
+    lines.append(f"conformance: hypothesis profile={s.profile} seed={s.seed_text()}"
+                 + (f" (--hypothesis-seed={ignored} has no effect: profile {s.profile} is "
+                    "derandomized)" if ignored is not None else ""))
     return lines
 
 
