@@ -6,6 +6,11 @@ beyond pytest and Hypothesis, no target resolved) unless the session runs the su
 path inside this package (`pytest --pyargs adamw_conformance`, or the path of its folder) or an
 explicit `--impl`. The session's state lives in `config.stash`.
 
+In a session that runs the suite, every bad option is a usage error (`core.session`), the header
+says what the run is judged under and with which seed, a failure shows its message and its
+example without pytest's or Hypothesis' dumps, and a failing run ends with its root cause
+(`report.summary`).
+
 It also defines the `param_group_audit` fixture for any project that installs the package:
 
     def test_optimizer_setup(param_group_audit):
