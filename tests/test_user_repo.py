@@ -98,7 +98,7 @@ class Installed:
     def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        return subprocess.run([self.bin(args[0]), *args[1:], "-p", "no:cacheprovider"],
+        return subprocess.run([self.bin(args[0]), *args[1:]],
                               cwd=cwd or self.user, capture_output=True, text=True, timeout=600,
                               env=env)
 
