@@ -6,6 +6,11 @@ beyond pytest and Hypothesis, no target resolved) unless the session runs the su
 path inside this package (`pytest --pyargs adamw_conformance`, or the path of its folder) or an
 explicit `--impl`. The session's state lives in `config.stash`.
 
+In a session that runs the suite, every bad option is a usage error (`core.session`), the header
+says what the run is judged under and with which seed, a failure shows its message and its
+example without pytest's or Hypothesis' dumps, and a failing run ends with its root cause
+(`report.summary`).
+
 It also defines the `param_group_audit` fixture for any project that installs the package:
 
     def test_optimizer_setup(param_group_audit):
@@ -15,7 +20,6 @@ It also defines the `param_group_audit` fixture for any project that installs th
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -54,11 +58,12 @@ settings.register_profile("thorough", max_examples=300, deadline=None,
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "adamw-conformance")
     group.addoption("--impl", default=None,
-                    help="implementation under test: dotted path (pkg.mod.Attr or pkg.mod:Attr) "
-                         "to an Optimizer subclass, functional kernel or adapter, optionally with "
-                         "fixed keywords 'Path(foreach=True)'; or torch-loop, torch-foreach, "
-                         "torch-fused, torch-fused-kernel (default: torch.optim.AdamW)")
-    group.addoption("--device", default="cpu", help="cpu (default) or cuda")
+                    help="implementation under test: dotted path (pkg.mod.Attr or pkg.mod:Attr, "
+                         "importable from the current directory) to an Optimizer subclass, "
+                         "functional kernel or adapter, optionally with fixed keywords "
+                         "'Path(foreach=True)'; or torch-loop, torch-foreach, torch-fused, "
+                         "torch-fused-kernel (default: torch.optim.AdamW)")
+    group.addoption("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     group.addoption("--dtype", default="float32", choices=DTYPES,
                     help="parameter dtype (default float32)")
     group.addoption("--compute-dtype", default=None, choices=DTYPES,
@@ -67,27 +72,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--conventions", default="default",
                     help="AdamW conventions the implementation claims, e.g. 'eps=hat' or "
                          "'decay_coupling=independent,counter=group' (see README), or 'auto': "
-                         "the ones python -m adamw_conformance.tools.fingerprint finds")
+                         "the ones the fingerprint (adamw-fingerprint) finds")
     group.addoption("--xfails", default=None,
                     help="file of test ids or catalogue ids expected to fail, one per line, "
-                         "# comments allowed")
+                         "# comments allowed; or the key of a list that ships with the package: "
+                         "keras, torch-float64, torch-sgd")
     group.addoption("--impl-timeout", type=float, default=60.0,
                     help="seconds one call into the implementation may take (default 60)")
     group.addoption("--report", default=None, metavar="NAME",
                     help="after the run, write an audit report to REPORT_DIR/NAME/ (report.md, "
                          "report.json, report.html, plots/)")
     group.addoption("--report-dir", default=None,
-                    help="where --report writes (default: reports/ under the rootdir)")
+                    help="where --report writes (default: reports/ in the current directory)")
     group.addoption("--rule", default="auto",
                     help="the spec rule to judge against: auto (default: what the target is, "
-                         "e.g. torch.optim.SGD -> sgd, Adam -> adam_l2, else adamw) or a rule "
+                         "e.g. torch.optim.SGD -> sgd, Adam -> adam_l2, else adamw; a subclass "
+                         "whose behaviour shows another rule is judged as that one) or a rule "
                          "name: sgd, momentum, nesterov, adagrad, rmsprop, adam, adam_l2, adamw, "
                          "... (see README)")
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 _CONFIG = pytest.StashKey["Config"]()
-_AUTO_NOTE = pytest.StashKey[str]()
+_SESSION = pytest.StashKey["SessionPlugin"]()
 
 
 def active(config: pytest.Config) -> bool:
@@ -106,6 +113,7 @@ def active(config: pytest.Config) -> bool:
 
 
 def _config(config: pytest.Config) -> Config:
+    """The run's Config, resolved once from the options; every bad option a usage error."""
     cached = config.stash.get(_CONFIG, None)
     if cached is not None:
         return cached
@@ -113,41 +121,78 @@ def _config(config: pytest.Config) -> Config:
     from adamw_conformance.core import rules
     from adamw_conformance.core.drive import Config
     from adamw_conformance.core.judge import Model
+    from adamw_conformance.core.session import (
+        WORKER_KEY,
+        OptionError,
+        check_device,
+        choose_rule,
+        lazy,
+        parse_conventions,
+        read_xfails,
+        xfails_file,
+    )
     from adamw_conformance.core.strategies import use_rule
     from adamw_conformance.core.targets import TargetError, resolve
-    from adamw_conformance.spec.conventions import Convention
 
-    text = config.getoption("--impl") or DEFAULT_IMPL
+    plugin = config.stash[_SESSION]
+    session = plugin.session
+    text = session.impl
+    given = getattr(config, "workerinput", {}).get(WORKER_KEY)  # decided by the controller
     try:
-        if config.getoption("--impl-timeout") <= 0:
-            raise ValueError(f"--impl-timeout={config.getoption('--impl-timeout'):g}: give a "
-                             "positive number of seconds")
-        adapter = resolve(text)
-        conventions = config.getoption("--conventions")
-        rule = rules.choose(config.getoption("--rule"), adapter)
-        if conventions.strip() == "auto":
-            convention, note, shown = _auto_conventions(config, adapter, rule, text)
-            if shown and config.getoption("--rule") == rules.AUTO and not rules.declared(adapter):
-                # Nothing names the target's rule: judge the one its behaviour shows (optax.adam
-                # is Adam without decay, optax.sgd is SGD), not AdamW by default.
-                rule = shown
-            config.stash[_AUTO_NOTE] = note
+        if session.timeout <= 0:
+            raise OptionError(f"--impl-timeout={session.timeout:g}: give a positive number of "
+                              "seconds")
+        check_device(session.device)
+        if session.xfails:
+            plugin.xfails = read_xfails(xfails_file(session.xfails,
+                                                    config.invocation_params.dir),
+                                        session.xfails)
+        adapter = resolve(text, config.invocation_params.dir)
+        probe = lazy(lambda: _fingerprint(adapter, session.dtype, session.device,
+                                          session.timeout, text))
+        plugin.fingerprint = probe
+        conventions = config.getoption("--conventions").strip()
+        rule_option = config.getoption("--rule")
+        if given is not None:
+            rule, session.rule_how = given["rule"], given["rule_how"]
+            convention = parse_conventions(given["conventions"])
+            session.conventions_auto = given["conventions_auto"]
         else:
-            convention = Convention.parse(conventions)
+            rule, session.rule_how = choose_rule(rule_option, adapter, probe)
+            if conventions == "auto":
+                convention, session.conventions_auto, shown = _auto_conventions(probe, rule)
+                if shown and rule_option == rules.AUTO and not rules.declared(adapter):
+                    # Nothing names the target's rule: judge the one its behaviour shows
+                    # (optax.adam is Adam without decay, optax.sgd is SGD), not AdamW by default.
+                    session.rule_how = ("auto: default; the target names no rule; its "
+                                        "behaviour agrees" if shown == rule else
+                                        "auto: behaviour (--conventions=auto's fingerprint); "
+                                        "the target names no rule")
+                    rule = shown
+            else:
+                convention = parse_conventions(conventions)
+        session.rule, session.conventions = rule, convention.label()
         model = _fixed_variant(Model(rule, convention, declared_orders=declared_orders(adapter)),
                                adapter)
         model.rule  # noqa: B018 - conventions on a non-Adam rule are a usage error, said now
+    except OptionError as e:
+        raise pytest.UsageError(str(e)) from None
     except (TargetError, ValueError) as e:
         raise pytest.UsageError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - e.g. an adapter class whose constructor raises
         raise pytest.UsageError(f"--impl={text!r}: setting up the target raised "
                                 f"{type(e).__name__}: {e}") from None
     use_rule(rule, getattr(adapter, "pinned", None))
-    cfg = Config(adapter, model, config.getoption("--dtype"),
-                 config.getoption("--device"), config.getoption("--compute-dtype"),
-                 config.getoption("--impl-timeout"), text)
+    cfg = Config(adapter, model, session.dtype, session.device, session.compute_dtype,
+                 session.timeout, text)
     config.stash[_CONFIG] = cfg
     return cfg
+
+
+def _fingerprint(adapter: object, dtype: str, device: str, timeout: float, text: str) -> Any:
+    from adamw_conformance.tools.fingerprint import fingerprint
+
+    return fingerprint(adapter, dtype, device, timeout, text)
 
 
 def _fixed_variant(model: Model, adapter: object) -> Model:
@@ -165,22 +210,19 @@ def _fixed_variant(model: Model, adapter: object) -> Model:
     return model
 
 
-def _auto_conventions(config: pytest.Config, adapter: object, rule: str,
-                      text: str) -> tuple[Convention, str, str | None]:
-    """--conventions=auto: the conventions the fingerprint finds from the target's behaviour
-    (conformance/tools/fingerprint/), and the header's note of what it found. The conventions are
-    the Adam family's: another rule has none, and a target the fingerprint cannot place in the
-    family (or cannot drive) is judged with the defaults, its verdict in the header. The third
-    value is the spec rule the behaviour shows, where the fingerprint names one."""
+def _auto_conventions(probe: Callable[[], Any], rule: str) -> tuple[Convention, str, str | None]:
+    """--conventions=auto: the conventions the fingerprint (`probe()`) finds from the target's
+    behaviour, and the header's note of what it found. The conventions are the Adam family's:
+    another rule has none, and a target the fingerprint cannot place in the family (or cannot
+    drive) is judged with the defaults, its verdict in the header. The third value is the spec
+    rule the behaviour shows, where the fingerprint names one."""
     from adamw_conformance.core import rules
     from adamw_conformance.spec.conventions import Convention
 
     if rule not in rules.ADAM_FAMILY:
         return Convention(), f"rule {rule} has no conventions: default", None
-    from adamw_conformance.tools.fingerprint import fingerprint
     try:
-        fp = fingerprint(adapter, config.getoption("--dtype"), config.getoption("--device"),
-                         config.getoption("--impl-timeout"), text)
+        fp = probe()
     except Exception as e:  # noqa: BLE001 - the run goes on with the defaults, saying why
         return Convention(), f"the fingerprint failed ({type(e).__name__}: {e}): default", None
     shown = fp.spec_rule()
@@ -193,13 +235,158 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "catalogue(id): the catalogue family this module checks")
     if not active(config):
         return
-    settings.load_profile(os.environ.get("CONFORMANCE_PROFILE", "dev"))
+    from adamw_conformance.core.session import OptionError
+
+    try:
+        plugin = SessionPlugin(config)
+    except OptionError as e:
+        raise pytest.UsageError(str(e)) from None
+    config.stash[_SESSION] = plugin
+    config.pluginmanager.register(plugin, "adamw-conformance-session")
     _config(config)
+    from adamw_conformance.core import session
+
+    session.start(plugin.session)
     if config.getoption("--report"):
         _start_report(config)
 
 
+class SessionPlugin:
+    """The session's state and its per-test hooks: short failures, the failures collected for
+    the root-cause summary, and that summary at the end."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        from adamw_conformance.core.session import (
+            WORKER_KEY,
+            Session,
+            check_profile,
+            choose_seed,
+            environment_profile,
+        )
+        from adamw_conformance.report.summary import Findings
+
+        self.config = config
+        default = environment_profile()
+        check_profile(default, "CONFORMANCE_PROFILE")
+        settings.load_profile(default)
+        profile = config.getoption("--hypothesis-profile", None) or default
+        derandomized = check_profile(profile).derandomize
+        given = config.getoption("--hypothesis-seed", None)
+        worker = getattr(config, "workerinput", {}).get(WORKER_KEY)
+        seed = choose_seed(given, derandomized, worker)
+        self.chose_seed = seed is not None and given is None
+        #: a seed given to a derandomized profile, which ignores it: the header says so
+        self.ignored_seed = given if derandomized else None
+        if self.chose_seed:
+            config.option.hypothesis_seed = seed  # Hypothesis' plugin reads it after this hook
+        self.session = Session(
+            impl=config.getoption("--impl") or DEFAULT_IMPL,
+            dtype=config.getoption("--dtype"), device=config.getoption("--device"),
+            compute_dtype=config.getoption("--compute-dtype"),
+            xfails=config.getoption("--xfails"), profile=profile, seed=seed,
+            timeout=config.getoption("--impl-timeout"))
+        self.xfails: list[str] = []
+        self.findings = Findings()
+        self.fingerprint: Callable[[], Any] | None = None
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """Leave no seed or session behind for a later session in this process (tests that
+        run the suite in-process)."""
+        from adamw_conformance.core import session
+
+        session.start(None)
+        if self.chose_seed:
+            from hypothesis import core
+
+            core.global_force_seed = None
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """pytest-xdist: every worker judges under the controller's seed, rule and conventions
+        (the fingerprint that chose them runs once)."""
+        from adamw_conformance.core.session import WORKER_KEY
+
+        node.workerinput[WORKER_KEY] = self.session.for_workers()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        from adamw_conformance.report.summary import short_repr, shorten, shortens
+
+        excinfo = call.excinfo
+        short = (excinfo is not None and call.when == "call" and shortens(item.config)
+                 and _in_suite(Path(str(item.fspath)))
+                 and not excinfo.errisinstance(pytest.skip.Exception))
+        if short:
+            shorten(excinfo.value)
+        outcome = yield
+        rep = outcome.get_result()
+        if short and rep.failed:
+            rep.longrepr = short_repr(item, excinfo)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from adamw_conformance.report.summary import catalogue_id, message_of
+
+        if not report.failed or not self._in_suite(report.location[0]):
+            return
+        self.findings.add(catalogue_id(report.location[0], report.nodeid), report.nodeid,
+                          message_of(report.longreprtext))
+
+    def _in_suite(self, location: str) -> bool:
+        return _in_suite(Path(self.config.rootpath, location))
+
+    def command(self, rule: str, conventions: str) -> str:
+        options = replace(self.session, rule=rule, conventions=conventions).options()
+        return " ".join(["pytest", "--pyargs", "adamw_conformance", *options])
+
+    def root_cause(self) -> list[str]:
+        """The root-cause summary (empty when nothing failed); the fingerprint runs only here,
+        or reuses the one the options needed."""
+        from adamw_conformance.report.summary import root_cause
+
+        return root_cause(self.findings, self.fingerprint, self.session.rule,
+                          self.session.conventions, self.command)
+
+    def judged_under(self) -> list[str]:
+        """What a green run must not hide: non-default conventions --conventions=auto chose,
+        and a rule chosen from behaviour rather than from what the target is."""
+        s, lines = self.session, []
+        if s.conventions_auto is not None and s.conventions != "default":
+            name = {"adamw": "AdamW", "adam": "Adam", "adam_l2": "Adam with L2 decay"}.get(
+                s.rule, s.rule)
+            lines.append(f"judged under non-default conventions (found by --conventions=auto): "
+                         f"{_explain(s.conventions)}; this is not {name} as PyTorch defines "
+                         "it (run without --conventions=auto to require that)")
+        if s.rule_how.startswith("auto: behaviour"):
+            lines.append(f"judged as rule {s.rule}, the rule its behaviour shows ({s.rule_how})")
+        return lines
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        lines = self.root_cause()
+        if lines:
+            terminalreporter.section("conformance: root cause", sep="=", red=True, bold=True)
+            for line in lines:
+                terminalreporter.write_line(line)
+        for line in self.judged_under():
+            terminalreporter.write_line(f"conformance: {line}", yellow=True)
+
+
+def _in_suite(path: Path) -> bool:
+    path = path.resolve()
+    return path == PACKAGE_DIR or PACKAGE_DIR in path.parents
+
+
+def _explain(label: str) -> str:
+    from adamw_conformance.spec.conventions import EXPLANATIONS
+
+    parts = []
+    for item in label.split(","):
+        key, _, value = item.partition("=")
+        parts.append(f"{item} ({EXPLANATIONS.get(key, {}).get(value, value)})")
+    return "; ".join(parts)
+
+
 def _start_report(config: pytest.Config) -> None:
+    from adamw_conformance.core.session import OptionError, check_report_dir
     from adamw_conformance.report.writer import ReportPlugin
 
     name = config.getoption("--report")
@@ -210,28 +397,37 @@ def _start_report(config: pytest.Config) -> None:
         raise pytest.UsageError("--report records every verdict in one process: run it "
                                 "without -n (pytest-xdist)")
     where = config.getoption("--report-dir")
-    directory = Path(where) if where else config.invocation_params.dir / "reports"
-    config.pluginmanager.register(
-        ReportPlugin(config, name, directory, catalogue_id, lambda: _config(config)),
-        "conformance-report")
+    try:
+        directory = check_report_dir(Path(config.invocation_params.dir, where) if where
+                                     else config.invocation_params.dir / "reports")
+    except OptionError as e:
+        raise pytest.UsageError(str(e)) from None
+    plugin = config.stash[_SESSION]
+    report = ReportPlugin(config, name, directory, catalogue_id, lambda: _config(config))
+    report.fingerprinter = lambda *args, **kwargs: plugin.fingerprint()
+    report.root_cause = plugin.root_cause
+    report.judged_under = plugin.judged_under
+    config.pluginmanager.register(report, "conformance-report")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if not active(config):
         return []
     cfg = _config(config)
-    profile = settings._current_profile  # noqa: SLF001 - the name is only shown
-    seed = config.getoption("hypothesis_seed", None)
-    return [
+    s = config.stash[_SESSION].session
+    lines = [
         f"conformance: impl={cfg.adapter.name} version={cfg.adapter.version}",
         f"conformance: device={cfg.device} dtype={cfg.dtype} precision={cfg.precision().label()}",
-        f"conformance: rule={cfg.model.rule.name} conventions={cfg.model.convention.label()}"
-        + (f" (auto; {config.stash.get(_AUTO_NOTE, '')})"
-           if config.getoption("--conventions").strip() == "auto" else ""),
-        f"conformance: hypothesis profile={profile} seed="
-        + (str(seed) if seed is not None
-           else "derandomized" if settings().derandomize else "random"),
+        f"conformance: rule={cfg.model.rule_name} ({s.rule_how})",
+        f"conformance: conventions={cfg.model.convention.label()}"
+        + (f" (auto; {s.conventions_auto})" if s.conventions_auto is not None else ""),
     ]
+    lines += [f"conformance: {line}" for line in config.stash[_SESSION].judged_under()]
+    ignored = config.stash[_SESSION].ignored_seed
+    lines.append(f"conformance: hypothesis profile={s.profile} seed={s.seed_text()}"
+                 + (f" (--hypothesis-seed={ignored} has no effect: profile {s.profile} is "
+                    "derandomized)" if ignored is not None else ""))
+    return lines
 
 
 def catalogue_id(item: pytest.Item) -> str:
@@ -241,25 +437,17 @@ def catalogue_id(item: pytest.Item) -> str:
     return f"{module}.{name.removeprefix('test_')}"
 
 
-def _read_xfails(path: str) -> list[str]:
-    entries = []
-    for line in Path(path).read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            entries.append(line)
-    return entries
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not active(config):
         return
     from adamw_conformance.core import rules
 
     cfg = _config(config)
-    if cfg.device == "cuda":
+    if cfg.device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
-            skip = pytest.mark.skip(reason="--device=cuda but no CUDA device is available here")
+            skip = pytest.mark.skip(reason=f"--device={cfg.device} but no CUDA device is "
+                                           "available here")
             for item in items:
                 item.add_marker(skip)
     for item in items:
@@ -269,7 +457,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     path = config.getoption("--xfails")
     if not path:
         return
-    entries = _read_xfails(path)
+    entries = config.stash[_SESSION].xfails
     used = set()
     for item in items:
         keys = {item.nodeid, item.name, catalogue_id(item)}

@@ -169,7 +169,8 @@ def test_conventions_auto_on_another_rule_keeps_the_defaults(tmp_path: Path) -> 
     r = suite(tmp_path, "--impl=torch.optim.SGD", "--conventions=auto", "-k", "one_step", "-v",
               targets=("conformance/test_exact.py",))
     assert r.rc == pytest.ExitCode.OK, r.output
-    assert "rule=sgd conventions=default (auto; rule sgd has no conventions" in r.output
+    assert "rule=sgd (auto: the class is torch.optim.SGD)" in r.output, r.output
+    assert "conventions=default (auto; rule sgd has no conventions" in r.output
 
 
 def test_conventions_auto_on_a_raising_target_says_why(tmp_path: Path) -> None:
@@ -193,6 +194,121 @@ def test_conventions_auto_judges_the_rule_the_behaviour_shows(tmp_path: Path) ->
     pytest.importorskip("optax")
     r = suite(tmp_path, "--impl=optax.adam", "--conventions=auto", "-v", "-k", "step_one",
               targets=("conformance/test_bias.py",))
-    assert "rule=adam conventions=default (auto; fingerprint: Adam (no weight decay)" \
-        in r.output, r.output
+    assert "rule=adam (auto: behaviour (--conventions=auto's fingerprint)" in r.output, r.output
+    assert "conventions=default (auto; fingerprint: Adam (no weight decay)" in r.output, r.output
     assert r.rc == pytest.ExitCode.OK, r.output
+
+
+# --- bad options: each a usage error (exit 4, one line naming option, value, accepted values) ---
+
+def _in_process(*args: str) -> tuple[int, str]:
+    """pytest on one catalogue module, collect only, in this process: (exit code, output)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from hypothesis import settings
+
+    profile = settings._current_profile  # noqa: SLF001 - the run loads its own; put ours back
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            rc = pytest.main([str(ROOT / "conformance" / "test_input.py"), *args,
+                              "--collect-only", "-q", "-p", "no:cacheprovider",
+                              f"--rootdir={ROOT}"])
+    finally:
+        if profile:
+            settings.load_profile(profile)
+    return int(rc), out.getvalue() + err.getvalue()
+
+
+@pytest.mark.parametrize(("option", "says"), [
+    ("--device=tpu", "--device='tpu': unknown device; accepted: cpu, cuda, cuda:N"),
+    ("--xfails=/nonexistent", "--xfails='/nonexistent': no such file, and not the key of a "
+                              "packaged list; accepted: a file of test ids, or one of keras, "
+                              "torch-float64, torch-sgd"),
+    ("--xfails=nosuchkey", "--xfails='nosuchkey': no such file"),
+    ("--hypothesis-profile=nonsense", "--hypothesis-profile='nonsense': unknown profile; "
+                                      "registered profiles: ci, "),
+    ("--dtype=float8", "argument --dtype: invalid choice: 'float8' (choose from"),
+    ("--compute-dtype=int8", "argument --compute-dtype: invalid choice: 'int8' (choose from"),
+    ("--conventions=eps=nonsense", "--conventions='eps=nonsense': convention eps='nonsense' is "
+                                   "not one of after, hat, root"),
+    ("--conventions=foo", "--conventions='foo': bad convention 'foo': expected NAME=VALUE"),
+    ("--rule=nonsense", "--rule='nonsense': unknown rule 'nonsense'; known rules: auto, "),
+    ("--impl-timeout=0", "--impl-timeout=0: give a positive number of seconds"),
+])
+def test_bad_option_is_a_usage_error(option: str, says: str) -> None:
+    rc, output = _in_process(option)
+    assert rc == pytest.ExitCode.USAGE_ERROR, output
+    assert says in output, output
+    assert "INTERNALERROR" not in output and "Traceback" not in output, output
+    assert "failed" not in output, output  # nothing blamed on the implementation
+
+
+def test_unwritable_report_dir_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    where = tmp_path / "a-file" / "reports"
+    rc, output = _in_process("--report=r", f"--report-dir={where}")
+    assert rc == pytest.ExitCode.USAGE_ERROR, output
+    assert f"--report-dir={str(where)!r}: cannot write a report there" in output, output
+    assert "accepted: a writable directory" in output and "Traceback" not in output
+
+
+def test_a_bad_profile_in_the_environment_is_a_usage_error(monkeypatch) -> None:
+    monkeypatch.setenv("CONFORMANCE_PROFILE", "nonsense")
+    rc, output = _in_process()
+    assert rc == pytest.ExitCode.USAGE_ERROR, output
+    assert "CONFORMANCE_PROFILE='nonsense': unknown profile" in output, output
+
+
+def test_packaged_xfails_list_by_key(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl=torch.optim.SGD", "--xfails=torch-sgd", "-k", "validation",
+              targets=("conformance/test_input.py",))
+    assert r.rc == pytest.ExitCode.OK, r.output
+    assert 'message="listed in torch-sgd"' in (tmp_path / "junit.xml").read_text(), r.output
+
+
+# --- what a run is judged under, said in its header and at its end ------------------------------
+
+ADAM_SUBCLASS = '''import torch
+
+
+class DecoupledAdam(torch.optim.Adam):
+    """A correct AdamW written as a subclass of Adam (a common pattern)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         decoupled_weight_decay=True)
+'''
+
+
+def test_a_subclass_of_adam_that_decouples_is_judged_as_adamw(tmp_path: Path) -> None:
+    (tmp_path / "myadam.py").write_text(ADAM_SUBCLASS)
+    r = suite(tmp_path, "--impl=myadam:DecoupledAdam", "-v", "-k", "step_one or one_step",
+              targets=("conformance/test_bias.py", "conformance/test_exact.py"),
+              env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert r.rc == pytest.ExitCode.OK, r.output
+    assert "rule=adamw (auto: behaviour; the class derives from torch.optim.Adam)" in r.output
+    assert "conformance: judged as rule adamw, the rule its behaviour shows" in r.output
+
+
+def test_conventions_auto_says_what_it_judged_under_and_the_root_cause(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl=impl.mutants.scale:EpsInsideSqrt", "--conventions=auto", "-v",
+              "-k", "step_one", targets=("conformance/test_bias.py",))
+    assert r.rc == pytest.ExitCode.OK, r.output
+    said = ("judged under non-default conventions (found by --conventions=auto): eps=root (eps "
+            "inside the square root")
+    header, end = r.output.split("collected", 1)
+    assert said in header and said in end, r.output
+    assert "not AdamW as PyTorch defines it" in end
+
+
+def test_a_failing_run_ends_with_the_root_cause(tmp_path: Path) -> None:
+    r = suite(tmp_path, "--impl=impl.mutants.scale:EpsInsideSqrt", "-k", "step_one",
+              targets=("conformance/test_bias.py",))
+    assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
+    cause = r.output.split("conformance: root cause", 1)[1]
+    assert "1 failed test in 1 property: bias.step_one" in cause, cause
+    assert "the target follows eps=root, where the run judged eps=after" in cause, cause
+    assert "eps=root: eps inside the square root" in cause
+    assert "--conventions=eps=root" in cause

@@ -35,7 +35,7 @@ def test_reference_report(tmp_path) -> None:
     assert data["schema_version"] == 1 and data["name"] == "r"
     res = data["results"]
     assert set(res) == {"target", "settings", "summary", "elements_judged", "properties",
-                        "tests", "fingerprint"}
+                        "tests", "fingerprint", "root_cause"}
     assert res["summary"]["passed"] == 4 and res["summary"]["failed"] == 0
     one = res["properties"]["exact.one_step"]
     assert one["outcome"] == "passed" and one["tests"] == {"passed": 3}

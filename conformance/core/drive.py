@@ -44,6 +44,13 @@ class Config:
     def supports(self, option: str) -> bool:
         return bool(self.options(**{option: True}))
 
+    def __repr__(self) -> str:  # what pytest and Hypothesis print for the `cfg` fixture
+        return (f"Config({self.impl_text}, {self.dtype} on {self.device}, rule "
+                f"{self.model.rule_name}, conventions {self.model.convention.label()})")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # Hypothesis prints dataclasses field by field otherwise
+
 
 def fail(message: str) -> None:
     """Fail with the property's message (Hypothesis appends the falsifying example)."""
@@ -233,9 +240,10 @@ def rounded_to_one(dtype: str, hypers: Sequence[dict[str, float]]) -> list[str]:
 
 
 def reproduction(cfg: Config, prop: str) -> str:
-    return (f"pytest conformance --impl='{cfg.impl_text}' --dtype={cfg.dtype} "
-            f"--device={cfg.device} -k {prop.split('.')[-1]} "
-            "--hypothesis-seed=<seed printed above>")
+    """The command that runs `prop` again with every option of the session and its seed."""
+    from adamw_conformance.core.session import reproduce
+
+    return reproduce(cfg, prop)
 
 
 def can_replay(cfg: Config) -> bool:

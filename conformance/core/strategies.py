@@ -9,6 +9,7 @@ works on the regime, so a minimal counterexample reads "gradients near eps, t = 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import sympy as sp
@@ -155,6 +156,9 @@ class StepCase:
         shapes_ = [p.shape for g in self.setup.groups for p in g.params]
         return (f"StepCase(hyper={self.hyper}, t={st0.step}, shapes={shapes_}, seed={self.seed}, "
                 f"regimes={self.regimes})")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # Hypothesis prints dataclasses field by field otherwise
 
 
 @st.composite

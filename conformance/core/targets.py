@@ -15,7 +15,9 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 SHORT_NAMES = {
@@ -63,8 +65,27 @@ def parse(text: str) -> tuple[str, str, dict[str, Any]]:
     return module, attr, kwargs
 
 
-def load(text: str) -> tuple[Any, str, dict[str, Any]]:
+def importable_from(directory: str | os.PathLike[str] | None = None) -> None:
+    """Put `directory` (default: the current directory) first on sys.path if it is not there:
+    `pytest` and console scripts, unlike `python -m`, do not, and a target is named as
+    importable from where the command runs (`--impl=myopt:MyAdamW` for ./myopt.py)."""
+    where = Path(directory if directory is not None else os.getcwd()).resolve()
+    present = set()
+    for entry in sys.path:
+        try:
+            present.add(Path(entry or os.getcwd()).resolve())
+        except OSError:
+            continue
+    if where not in present:
+        sys.path.insert(0, str(where))
+
+
+def load(text: str, directory: str | os.PathLike[str] | None = None) -> tuple[Any, str,
+                                                                           dict[str, Any]]:
+    """The object `text` names, imported with `directory` (default: the current directory) on
+    sys.path."""
     module_name, attr, kwargs = parse(text)
+    importable_from(directory)
     path = f"{module_name}.{attr}"
     tried: list[str] = []
     # 'a.b.C.D' may be module a.b with attribute path C.D: walk back until a module imports.
@@ -90,8 +111,9 @@ def load(text: str) -> tuple[Any, str, dict[str, Any]]:
                       + f". Accepted: {FORMS}")
 
 
-def resolve(text: str) -> Any:
-    """An adapter for `text` (see module docstring), or TargetError."""
+def resolve(text: str, directory: str | os.PathLike[str] | None = None) -> Any:
+    """An adapter for `text` (see module docstring), or TargetError. Modules are imported with
+    `directory` (default: the current directory) on sys.path."""
     import torch
     from adamw_conformance.adapters.kernel import KernelAdapter, looks_like_kernel
     from adamw_conformance.adapters.torch_optim import TorchOptimizerAdapter
@@ -99,7 +121,7 @@ def resolve(text: str) -> Any:
     if parse(text)[0].split(".")[0] == "keras":
         # Keras fixes its backend when first imported: the adapter chooses it before that.
         import adamw_conformance.adapters.keras_adapter  # noqa: F401
-    obj, path, kwargs = load(text)
+    obj, path, kwargs = load(text, directory)
     foreign = _foreign_adapter(text, obj, path, kwargs)
     if foreign is not None:
         return foreign

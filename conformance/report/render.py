@@ -130,6 +130,8 @@ def markdown(data: dict[str, Any], plots: dict[str, str | None], plots_note: str
         per = " | ".join(_fmt(p["outputs"].get(o, {}).get("worst")) for o in outs)
         lines.append(f"| `{cid}` | {p['outcome']} | {tests} | {_fmt(p['worst'])} | {per} | "
                      f"{p['elements']} |")
+    if res.get("root_cause"):
+        lines += ["", "## Root cause", "", *(f"- {_md_cell(line)}" for line in res["root_cause"])]
     lines += ["", "## Tests", "", "| property | test | outcome | message |", "|---|---|---|---|"]
     for t in res["tests"]:
         lines.append(f"| `{t['catalogue']}` | `{_md_cell(t['id'])}` | {t['outcome']} | "
@@ -196,7 +198,11 @@ def page(data: dict[str, Any], pngs: dict[str, bytes | None], plots_note: str) -
         parts.append(f"<tr><td><code>{_h(cid)}</code></td>{_outcome_cell(p['outcome'])}"
                      f"<td>{_h(tests)}</td><td class=\"num\">{_fmt(p['worst'])}</td>{per}"
                      f"<td class=\"num\">{p['elements']}</td></tr>")
-    parts += ["</table>", "<h2>Tests</h2>",
+    parts.append("</table>")
+    if res.get("root_cause"):
+        parts += ["<h2>Root cause</h2>", "<ul>",
+                  *(f"<li>{_h(line)}</li>" for line in res["root_cause"]), "</ul>"]
+    parts += ["<h2>Tests</h2>",
               "<table><tr><th>property</th><th>test</th><th>outcome</th><th>message</th></tr>"]
     for t in res["tests"]:
         msg = _h(t["message"])

@@ -114,6 +114,11 @@ class ReportPlugin:
         self.tests: dict[str, dict[str, Any]] = {}
         self.recorder = record.start()
         self.started = time.time()
+        # Set by the conformance plugin: the run's fingerprint (computed once, shared with the
+        # root-cause summary), the root-cause summary and what the run was judged under.
+        self.fingerprinter: Callable[..., Any] | None = None
+        self.root_cause: Callable[[], list[str]] = list
+        self.judged_under: Callable[[], list[str]] = list
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
@@ -193,8 +198,9 @@ class ReportPlugin:
             },
             "settings": {
                 "hypothesis_profile": profile,
-                "hypothesis_seed": (str(seed) if seed is not None else
-                                    "derandomized" if settings().derandomize else "random"),
+                # a derandomized profile ignores any seed
+                "hypothesis_seed": ("derandomized" if settings().derandomize else
+                                    str(seed) if seed is not None else "random"),
                 "compute_dtype": self.config.getoption("--compute-dtype"),
                 "xfails": self.config.getoption("--xfails"),
                 "impl_timeout": cfg.timeout,
@@ -203,7 +209,9 @@ class ReportPlugin:
             "elements_judged": sum(p["elements"] for p in properties.values()),
             "properties": properties,
             "tests": tests,
-            "fingerprint": fingerprint_section(cfg.adapter, cfg.dtype, cfg.device, cfg.timeout),
+            "fingerprint": fingerprint_section(cfg.adapter, cfg.dtype, cfg.device, cfg.timeout,
+                                               self.fingerprinter),
+            "root_cause": [*self.root_cause(), *self.judged_under()],
         }
 
     def write(self) -> Path:
