@@ -25,7 +25,7 @@ from adamw_conformance.core.drive import (
     trajectory,
 )
 from adamw_conformance.core.judge import compare, format_hyper
-from adamw_conformance.core.rules import state_degree
+from adamw_conformance.core.rules import L2_COUPLED, state_degree
 from adamw_conformance.core.strategies import (
     Regime,
     hyperparameters,
@@ -99,7 +99,7 @@ def test_power_of_two(cfg, data):
     square root) eps scales with 4^k, as v does.
     """
     hyper = data.draw(hyperparameters(), label="hyper")
-    if "weight_decay" in hyper and not cfg.model.rule_name == "adamw":
+    if "weight_decay" in hyper and cfg.model.rule_name in L2_COUPLED:
         hyper["weight_decay"] = 0.0  # L2 decay adds wd*theta to g, which does not scale
     if 0 < hyper.get("beta1", 1.0) < 2**-10:
         hyper["beta1"] = 0.0  # a beta that small only underflows products; 0 is exact

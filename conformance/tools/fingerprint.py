@@ -29,6 +29,7 @@ from adamw_conformance.adapters.base import (
     declared_orders,
     takes_none_grads,
 )
+from adamw_conformance.core import rule_table
 from adamw_conformance.core.drive import (
     Config,
     ImplementationError,
@@ -279,18 +280,12 @@ def _explain(name: str) -> Callable[[str], str]:
 
 # --- the prober -------------------------------------------------------------------------------
 
-#: The rule probe's candidates: (label, spec rule, conventions). Adam at weight_decay=0 stands
-#: for the whole family (adam, adam_l2, adamw); SGD's decoupled and L2 forms agree at wd=0.
-_RULES: tuple[tuple[str, str, dict[str, str]], ...] = (
-    ("adam", "adam", {}), ("adam, eps=hat", "adam", {"eps": "hat"}),
-    ("adam, eps=root", "adam", {"eps": "root"}),
-    ("adam, amsgrad=raw_max", "adam", {"amsgrad": "raw_max"}),
-    ("adam, amsgrad=corrected_max", "adam", {"amsgrad": "corrected_max"}),
-    ("adam, eps=hat, amsgrad=raw_max", "adam", {"eps": "hat", "amsgrad": "raw_max"}),
-    ("sgd", "sgd", {}),
-    ("momentum_ema", "momentum_ema", {}), ("adagrad", "adagrad", {}),
-    ("rmsprop", "rmsprop", {}),
-)
+#: The rule probe's candidates: (label, spec rule, conventions), from the rule table. Adam at
+#: weight_decay=0 stands for the whole family (adam, adam_l2, adamw); SGD's decoupled and L2
+#: forms agree at wd=0.
+_RULES: tuple[tuple[str, str, dict[str, str]], ...] = tuple(
+    (label, entry.name, dict(conv)) for entry in rule_table.TABLE.values()
+    for label, conv in entry.probes)
 
 
 class _Hung(Exception):
