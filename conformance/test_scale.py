@@ -59,7 +59,10 @@ def first_difference(a: np.ndarray, b: np.ndarray) -> str:
 # --- scale.power_of_two -------------------------------------------------------------------------
 
 def _log2_range(values: Sequence[np.ndarray]) -> tuple[float, float] | None:
-    """log2 of the smallest and largest nonzero magnitude among `values` (None if all zero)."""
+    """log2 of the smallest and largest nonzero magnitude among `values` (None if all zero, or
+    if there are none: a rule without a state that scales like g^2)."""
+    if not values:
+        return None
     mags = np.concatenate([np.abs(np.asarray(v, np.float64)).reshape(-1) for v in values])
     mags = mags[(mags != 0) & np.isfinite(mags)]
     if mags.size == 0:

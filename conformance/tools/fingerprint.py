@@ -286,6 +286,9 @@ def _explain(name: str) -> Callable[[str], str]:
 _RULES: tuple[tuple[str, str, dict[str, str]], ...] = tuple(
     (label, entry.name, dict(conv)) for entry in rule_table.TABLE.values()
     for label, conv in entry.probes)
+#: The candidates that stand for the Adam family (the others name a rule of their own).
+_ADAM_LABELS = frozenset(label for label, name, _ in _RULES
+                         if rule_table.info(name).family == "adam")
 
 
 class _Hung(Exception):
@@ -402,7 +405,7 @@ class _Prober:
         if np.array_equal(after, theta):
             evidence += "; the parameters never moved"
         matches = [k for k, r in res.items() if r <= 1.0]
-        adam = [k for k in matches if k.startswith("adam")]
+        adam = [k for k in matches if k in _ADAM_LABELS]
         if adam:
             return Answer(ADAM_FAMILY, evidence + f" (fits: {', '.join(matches)})",
                           len(adam) == len(matches))
