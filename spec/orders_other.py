@@ -1,11 +1,12 @@
-"""Evaluation orders of torch.optim's SGD, Adagrad and RMSprop (for-loop and foreach paths).
+"""Evaluation orders of torch.optim's SGD, Adagrad, RMSprop and Adamax (for-loop and foreach
+paths).
 
-Traced from torch 2.13's torch/optim/sgd.py, adagrad.py and rmsprop.py. Each ATen op of the
-eager paths stores its result in the tensor's dtype (`StoreParam` for tensors derived from the
-parameter or the gradient, `StoreState` for state buffers): in bfloat16 the L2 gradient,
-sqrt(sum), sqrt(v) + eps and the momentum buffer's partial products are bf16 values, which the
-spec's own order (one store per output) does not model. Scalars are taken as the CPU kernels take
-them, measured op by op on bf16 tensors (torch 2.13, CPU):
+Traced from torch 2.13's torch/optim/sgd.py, adagrad.py, rmsprop.py and adamax.py. Each ATen op
+of the eager paths stores its result in the tensor's dtype (`StoreParam` for tensors derived from
+the parameter or the gradient, `StoreState` for state buffers): in bfloat16 the L2 gradient,
+sqrt(sum), sqrt(v) + eps, |g| + eps and the momentum buffer's partial products are bf16 values,
+which the spec's own order (one store per output) does not model. Scalars are taken as the CPU
+kernels take them, measured op by op on bf16 tensors (torch 2.13, CPU):
 
 - `add`/`add_` with `alpha=` (tensor + alpha * tensor), `_foreach_add(_)` with `alpha=`, and
   `add_`/`_foreach_add_` of a Python scalar round the scalar to the tensor dtype: the L2 term's
@@ -37,6 +38,8 @@ from adamw_conformance.spec.rule import Rule, Update
 from adamw_conformance.spec.symbols import (
     accum,
     alpha,
+    beta1,
+    beta2,
     buf,
     dampening,
     eps,
@@ -44,9 +47,11 @@ from adamw_conformance.spec.symbols import (
     gavg,
     lr,
     lr_decay,
+    m,
     momentum,
     t,
     theta,
+    u,
     v,
     weight_decay,
 )
@@ -121,6 +126,21 @@ def _rmsprop(centered: bool, with_momentum: bool, foreach: bool) -> Callable[[],
     return build
 
 
+def _adamax(foreach: bool) -> Callable[[], Update]:
+    def build() -> Update:
+        d = _l2_grad()
+        m1 = StoreState(_lerp(m, d, 1 - beta1))  # exp_avg.lerp_(grad, 1 - beta1)
+        # exp_inf.mul_(beta2) (foreach: _foreach_mul_, beta2 in the tensor dtype), and
+        # grad.abs().add_(eps) (eps in the tensor dtype); their maximum is exact
+        b2 = StoreState(beta2) if foreach else beta2
+        u1 = sp.Max(StoreState(u * b2), StoreParam(sp.Abs(d) + StoreParam(eps)))
+        clr = lr / (1 - beta1**t)  # Python float arithmetic on step.item()
+        # param.addcdiv_(exp_avg, exp_inf, value=-clr) (foreach: a list of -clr)
+        return {"theta": StoreParam(theta + (-clr) * m1 / u1), "m": m1, "u": u1}
+
+    return build
+
+
 #: One of torch's eager implementations as a function of `foreach`: the step built in the
 #: for-loop path's order (False) or the foreach path's (True).
 Path = Callable[[bool], Callable[[], Update]]
@@ -154,6 +174,7 @@ sgd_orders = eager_orders("sgd", partial(_sgd, "sgd"))
 momentum_orders = eager_orders("momentum", partial(_sgd, "momentum"))
 nesterov_orders = eager_orders("nesterov", partial(_sgd, "nesterov"))
 adagrad_orders = eager_orders("adagrad", _adagrad)
+adamax_orders = eager_orders("adamax", _adamax)
 
 
 @cache

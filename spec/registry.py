@@ -11,6 +11,7 @@ from collections.abc import Callable
 from adamw_conformance.spec.conventions import DEFAULT, Convention
 from adamw_conformance.spec.rule import Rule
 from adamw_conformance.spec.rules.adam import adam, adamw
+from adamw_conformance.spec.rules.adamax import adamax
 from adamw_conformance.spec.rules.adaptive import adagrad, rmsprop
 from adamw_conformance.spec.rules.sgd import (
     momentum_ema,
@@ -51,6 +52,7 @@ _FACTORIES: dict[str, Factory] = {
     "adam": lambda convention: adam(convention=convention),
     "adam_l2": lambda convention: adam(weight_decay_l2=True, convention=convention),
     "adamw": adamw,
+    "adamax": _plain(adamax),
 }
 
 _CACHE: dict[tuple[str, Convention, bool], Rule] = {}

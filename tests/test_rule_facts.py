@@ -68,12 +68,14 @@ def test_scale_free_rules_scale_their_state(name):
 
 
 def _other_points(seed: int) -> list[dict]:
-    # t = 1 (SGD's buffer is the gradient) and t > 1; alpha on both sides of 1/2 (the lerp of
-    # centered RMSProp's gradient average has one formula on each side).
+    # t = 1 (SGD's buffer is the gradient) and t > 1; alpha and beta1 on both sides of 1/2 (the
+    # lerps of centered RMSProp's gradient average and Adamax's m have one formula on each side);
+    # Adamax's norm u = 0 (|g| + eps wins the maximum) and u = 1000 (beta2 u wins).
     pts = points(seed, 4)
-    for p, a in zip(pts, (sp.Rational(3, 4), sp.Rational(1, 4), sp.Rational(63, 64),
-                          sp.Rational(1, 64)), strict=True):
-        p[S.alpha] = a
+    for p, a, u in zip(pts, (sp.Rational(3, 4), sp.Rational(1, 4), sp.Rational(63, 64),
+                             sp.Rational(1, 64)), (0, 1000, 0, 1000), strict=True):
+        p[S.alpha] = p[S.beta1] = a
+        p[S.u] = u
     return pts
 
 
@@ -88,7 +90,7 @@ TRACED = [n for n in registry.names() if n not in ADAM_FAMILY and len(other_orde
 
 def test_traced_rules():
     assert TRACED == ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "rmsprop_momentum",
-                      "rmsprop_centered", "rmsprop_centered_momentum"]
+                      "rmsprop_centered", "rmsprop_centered_momentum", "adamax"]
 
 
 @pytest.mark.parametrize("maximized", [False, True], ids=["plain", "maximize"])
@@ -114,13 +116,37 @@ def test_other_order_check_has_power():
     un-maximized order is not the maximized rule."""
     pts = _other_points(31)
     pairs = [("sgd", "momentum"), ("momentum", "nesterov"),
-             ("rmsprop", "rmsprop_centered"), ("rmsprop_momentum", "rmsprop")]
+             ("rmsprop", "rmsprop_centered"), ("rmsprop_momentum", "rmsprop"),
+             ("adamax", "adam_l2")]
     for mine, other in pairs:
         tree = strip(other_orders(mine)[1].tree["theta"])
         assert differs_at(tree, registry.get(other).update["theta"], pts), (mine, other)
-    for name in ("adagrad", "sgd"):
+    for name in ("adagrad", "sgd", "adamax"):
         tree = strip(other_orders(name)[2].tree["theta"])
         assert differs_at(tree, registry.get(name, maximized=True).update["theta"], pts), name
+
+
+# --- Adamax ---------------------------------------------------------------------------------------
+
+def test_adamax_first_step_is_adams():
+    """From a fresh state (m = u = 0) at t = 1 Adamax takes Adam's first step with the same L2
+    decay, theta - lr d/(|d| + eps): its norm |d| + eps is Adam's sqrt(v_hat) + eps there, and
+    m is bias-corrected alike."""
+    adamax = registry.get("adamax").update["theta"].subs({S.t: 1, S.m: 0, S.u: 0})
+    adam = registry.get("adam_l2").update["theta"].subs({S.t: 1, S.m: 0, S.v: 0})
+    assert equal_at(adamax, adam, points(40, 4))
+
+
+def test_adamax_norm_needs_no_bias_correction():
+    """The norm of a constant gradient d stays |d| + eps at every t (beta2 u <= u): unlike
+    Adam's v it starts unbiased, so only m is corrected, and it is not an average but a
+    maximum: the step differs from Adam's after t = 1."""
+    rule = registry.get("adamax")
+    d = S.g + S.weight_decay * S.theta
+    steady = rule.update["u"].subs(S.u, sp.Abs(d) + S.eps)
+    assert equal_at(steady, sp.Abs(d) + S.eps, points(41, 4))
+    later = points(42, 4, fixed={S.t: 3})
+    assert differs_at(rule.update["theta"], registry.get("adam_l2").update["theta"], later)
 
 
 # --- the rule table -------------------------------------------------------------------------------

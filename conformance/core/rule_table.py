@@ -178,6 +178,10 @@ _ENTRIES = (
     _rmsprop(False, True),
     _rmsprop(True, False),
     _rmsprop(True, True),
+    RuleInfo("adamax", "adamax", {"m": StateInfo(1, LIKE_G, "exp_avg"),
+                                  "u": StateInfo(1, LIKE_G, "exp_inf")},
+             _of_rule(other.adamax_orders), L2, _SCALE_FREE, torch=(TorchClass("Adamax"),),
+             probes=(("adamax", {}),)),
 )
 
 #: Every rule's entry, by name.
