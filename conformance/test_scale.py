@@ -25,7 +25,7 @@ from adamw_conformance.core.drive import (
     trajectory,
 )
 from adamw_conformance.core.judge import compare, format_hyper
-from adamw_conformance.core.rules import state_degree
+from adamw_conformance.core.rules import L2_COUPLED, state_degree
 from adamw_conformance.core.strategies import (
     Regime,
     hyperparameters,
@@ -59,7 +59,10 @@ def first_difference(a: np.ndarray, b: np.ndarray) -> str:
 # --- scale.power_of_two -------------------------------------------------------------------------
 
 def _log2_range(values: Sequence[np.ndarray]) -> tuple[float, float] | None:
-    """log2 of the smallest and largest nonzero magnitude among `values` (None if all zero)."""
+    """log2 of the smallest and largest nonzero magnitude among `values` (None if all zero, or
+    if there are none: a rule without a state that scales like g^2)."""
+    if not values:
+        return None
     mags = np.concatenate([np.abs(np.asarray(v, np.float64)).reshape(-1) for v in values])
     mags = mags[(mags != 0) & np.isfinite(mags)]
     if mags.size == 0:
@@ -99,7 +102,7 @@ def test_power_of_two(cfg, data):
     square root) eps scales with 4^k, as v does.
     """
     hyper = data.draw(hyperparameters(), label="hyper")
-    if "weight_decay" in hyper and not cfg.model.rule_name == "adamw":
+    if "weight_decay" in hyper and cfg.model.rule_name in L2_COUPLED:
         hyper["weight_decay"] = 0.0  # L2 decay adds wd*theta to g, which does not scale
     if 0 < hyper.get("beta1", 1.0) < 2**-10:
         hyper["beta1"] = 0.0  # a beta that small only underflows products; 0 is exact

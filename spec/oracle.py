@@ -23,6 +23,15 @@ from adamw_conformance.spec.rule import Rule
 DEFAULT_PREC = 256
 
 
+def _max(*args: Any) -> Any:
+    """The spec's Max: NaN if any argument is NaN, as torch.maximum and numpy.maximum give
+    (Python's max compares, and every comparison with NaN is false: max(0, nan) is 0)."""
+    for a in args:
+        if mpmath.isnan(a):
+            return a
+    return max(args)
+
+
 class PrecisionLossError(ArithmeticError):
     """The oracle could not certify its result at the requested precision."""
 
@@ -59,7 +68,7 @@ class Oracle:
         exprs = [self.rule.update[name] for name in self.rule.outputs]
         # The mpmath printer maps sqrt, Max, Piecewise to mpmath or plain Python; the expressions
         # are evaluated at whatever mp.prec is in force when the function runs.
-        return sp.lambdify(self.rule.inputs, exprs, modules=["mpmath", {"Max": max}])
+        return sp.lambdify(self.rule.inputs, exprs, modules=["mpmath", {"Max": _max}])
 
     @cached_property
     def _function(self):

@@ -271,7 +271,7 @@ def declared_orders(rule: Rule, convention: Convention, names: tuple[str, ...]
         if replace(convention, counter="parameter", amsgrad="none") != written_for:
             continue
         order = build(convention.amsgrad == "raw_max")
-        out.append(_maximized(order) if rule.name.endswith("+maximize") else order)
+        out.append(_maximized(order) if rule.maximized else order)
     return tuple(out)
 
 
@@ -289,7 +289,7 @@ def adam_orders(rule: Rule, coupling: str, convention: Convention = DEFAULT,
                          fused(ams, coupling)]
         if compute.precision <= FLOAT32.precision:
             kernel_orders.append(torch_capturable(ams, coupling))
-        if rule.name.endswith("+maximize"):
+        if rule.maximized:
             kernel_orders = [_maximized(o) for o in kernel_orders]
         orders += kernel_orders
     return tuple(orders)

@@ -1,11 +1,12 @@
-"""Evaluation orders of torch.optim's SGD, Adagrad and RMSprop (for-loop and foreach paths).
+"""Evaluation orders of torch.optim's SGD, Adagrad, RMSprop and Adamax (for-loop and foreach
+paths).
 
-Traced from torch 2.13's torch/optim/sgd.py, adagrad.py and rmsprop.py. Each ATen op of the
-eager paths stores its result in the tensor's dtype (`StoreParam` for tensors derived from the
-parameter or the gradient, `StoreState` for state buffers): in bfloat16 the L2 gradient,
-sqrt(sum), sqrt(v) + eps and the momentum buffer's partial products are bf16 values, which the
-spec's own order (one store per output) does not model. Scalars are taken as the CPU kernels take
-them, measured op by op on bf16 tensors (torch 2.13, CPU):
+Traced from torch 2.13's torch/optim/sgd.py, adagrad.py, rmsprop.py and adamax.py. Each ATen op
+of the eager paths stores its result in the tensor's dtype (`StoreParam` for tensors derived from
+the parameter or the gradient, `StoreState` for state buffers): in bfloat16 the L2 gradient,
+sqrt(sum), sqrt(v) + eps, |g| + eps and the momentum buffer's partial products are bf16 values,
+which the spec's own order (one store per output) does not model. Scalars are taken as the CPU
+kernels take them, measured op by op on bf16 tensors (torch 2.13, CPU):
 
 - `add`/`add_` with `alpha=` (tensor + alpha * tensor), `_foreach_add(_)` with `alpha=`, and
   `add_`/`_foreach_add_` of a Python scalar round the scalar to the tensor dtype: the L2 term's
@@ -27,7 +28,7 @@ spec's own order (`spec.orders.straightforward`) is theirs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 
 import sympy as sp
 from adamw_conformance.spec.formats import FLOAT64
@@ -37,6 +38,8 @@ from adamw_conformance.spec.rule import Rule, Update
 from adamw_conformance.spec.symbols import (
     accum,
     alpha,
+    beta1,
+    beta2,
     buf,
     dampening,
     eps,
@@ -44,17 +47,14 @@ from adamw_conformance.spec.symbols import (
     gavg,
     lr,
     lr_decay,
+    m,
     momentum,
     t,
     theta,
+    u,
     v,
     weight_decay,
 )
-
-#: The rules whose torch eager paths are traced here, and the builder of each.
-SGD_RULES = ("sgd", "momentum", "nesterov")
-RMSPROP_RULES = ("rmsprop", "rmsprop_momentum", "rmsprop_centered", "rmsprop_centered_momentum")
-TRACED = (*SGD_RULES, "adagrad", *RMSPROP_RULES)
 
 
 def _l2_grad() -> sp.Expr:
@@ -126,32 +126,64 @@ def _rmsprop(centered: bool, with_momentum: bool, foreach: bool) -> Callable[[],
     return build
 
 
-def _builder(rule_name: str, foreach: bool) -> Callable[[], Update]:
-    if rule_name in SGD_RULES:
-        return _sgd(rule_name, foreach)
-    if rule_name == "adagrad":
-        return _adagrad(foreach)
-    return _rmsprop("centered" in rule_name, rule_name.endswith("momentum"), foreach)
+def _adamax(foreach: bool) -> Callable[[], Update]:
+    def build() -> Update:
+        d = _l2_grad()
+        m1 = StoreState(_lerp(m, d, 1 - beta1))  # exp_avg.lerp_(grad, 1 - beta1)
+        # exp_inf.mul_(beta2) (foreach: _foreach_mul_, beta2 in the tensor dtype), and
+        # grad.abs().add_(eps) (eps in the tensor dtype); their maximum is exact
+        b2 = StoreState(beta2) if foreach else beta2
+        u1 = sp.Max(StoreState(u * b2), StoreParam(sp.Abs(d) + StoreParam(eps)))
+        clr = lr / (1 - beta1**t)  # Python float arithmetic on step.item()
+        # param.addcdiv_(exp_avg, exp_inf, value=-clr) (foreach: a list of -clr)
+        return {"theta": StoreParam(theta + (-clr) * m1 / u1), "m": m1, "u": u1}
+
+    return build
 
 
-def torch_eager(rule_name: str, foreach: bool) -> Order:
-    """torch.optim's for-loop (foreach=False) or foreach path of `rule_name`."""
-    path = "foreach" if foreach else "loop"
-    return Order(f"torch_{path}", _builder(rule_name, foreach), FLOAT64,
-                 f"PyTorch {path} path of {rule_name}: one store per ATen op, add's alpha and "
+#: One of torch's eager implementations as a function of `foreach`: the step built in the
+#: for-loop path's order (False) or the foreach path's (True).
+Path = Callable[[bool], Callable[[], Update]]
+
+
+def torch_eager(label: str, path: Path, foreach: bool) -> Order:
+    """torch.optim's for-loop (foreach=False) or foreach path of the rule `label` names."""
+    kind = "foreach" if foreach else "loop"
+    return Order(f"torch_{kind}", path(foreach), FLOAT64,
+                 f"PyTorch {kind} path of {label}: one store per ATen op, add's alpha and "
                  "scalar add in the tensor dtype" + (", _foreach_mul_'s scalar too"
                                                      if foreach else ""))
 
 
+def eager_orders(label: str, path: Path) -> Callable[[Rule], tuple[Order, ...]]:
+    """The orders a bound for a rule torch computes with `path` takes the maximum over: the
+    spec's own order (also the fused kernels') and torch's traced for-loop and foreach paths,
+    each maximized where the rule is. Cached per rule, like the Adam family's orders."""
+
+    @cache
+    def orders(rule: Rule) -> tuple[Order, ...]:
+        traced = [torch_eager(label, path, foreach=False), torch_eager(label, path, foreach=True)]
+        if rule.maximized:
+            traced = [_maximized(o) for o in traced]
+        return (straightforward(rule), *traced)
+
+    return orders
+
+
+sgd_orders = eager_orders("sgd", partial(_sgd, "sgd"))
+momentum_orders = eager_orders("momentum", partial(_sgd, "momentum"))
+nesterov_orders = eager_orders("nesterov", partial(_sgd, "nesterov"))
+adagrad_orders = eager_orders("adagrad", _adagrad)
+adamax_orders = eager_orders("adamax", _adamax)
+
+
 @cache
-def other_orders(rule: Rule) -> tuple[Order, ...]:
-    """The orders a bound for `rule` (SGD, momentum, Nesterov, Adagrad, RMSprop; maximized or
-    not) takes the maximum over: the spec's own order (also the fused kernels') and torch's
-    traced eager paths. Other rules get the spec's own order only."""
-    base = rule.name.removesuffix("+maximize")
-    if base not in TRACED:
-        return (straightforward(rule),)
-    traced = [torch_eager(base, foreach=False), torch_eager(base, foreach=True)]
-    if rule.name.endswith("+maximize"):
-        traced = [_maximized(o) for o in traced]
-    return (straightforward(rule), *traced)
+def rmsprop_orders(centered: bool, with_momentum: bool) -> Callable[[Rule], tuple[Order, ...]]:
+    """eager_orders of the RMSprop rule with (`centered`, `with_momentum`)."""
+    label = "rmsprop" + ("_centered" if centered else "") + ("_momentum" if with_momentum else "")
+    return eager_orders(label, partial(_rmsprop, centered, with_momentum))
+
+
+def own_order(rule: Rule) -> tuple[Order, ...]:
+    """The orders of a rule no implementation is traced for: the spec's own order only."""
+    return (straightforward(rule),)

@@ -1,4 +1,8 @@
-"""Every rule of the lineage by name: the names adapters, tests and reports use."""
+"""Every rule of the lineage by name: the names adapters, tests and reports use.
+
+What the suite knows about each rule beyond its step (how it is judged, how torch names it) is
+in `adamw_conformance.core.rule_table`, one entry per name here.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import Callable
 from adamw_conformance.spec.conventions import DEFAULT, Convention
 from adamw_conformance.spec.rule import Rule
 from adamw_conformance.spec.rules.adam import adam, adamw
+from adamw_conformance.spec.rules.adamax import adamax
 from adamw_conformance.spec.rules.adaptive import adagrad, rmsprop
 from adamw_conformance.spec.rules.sgd import (
     momentum_ema,
@@ -17,20 +22,37 @@ from adamw_conformance.spec.rules.sgd import (
 )
 from adamw_conformance.spec.variants import maximize
 
-_FACTORIES: dict[str, Callable[[], Rule]] = {
-    "sgd": sgd,
-    "sgd_decoupled": sgd_decoupled,
-    "momentum": momentum_sgd,
-    "momentum_ema": momentum_ema,
-    "nesterov": nesterov,
-    "adagrad": adagrad,
-    "rmsprop": rmsprop,
-    "rmsprop_momentum": lambda: rmsprop(with_momentum=True),
-    "rmsprop_centered": lambda: rmsprop(centered=True),
-    "rmsprop_centered_momentum": lambda: rmsprop(centered=True, with_momentum=True),
-    "adam": adam,
-    "adam_l2": lambda: adam(weight_decay_l2=True),
+#: A rule under a convention (`spec.conventions`).
+Factory = Callable[[Convention], Rule]
+
+
+def _plain(factory: Callable[[], Rule]) -> Factory:
+    """A rule without conventions: they are the Adam family's."""
+
+    def build(convention: Convention) -> Rule:
+        rule = factory()
+        if convention != DEFAULT:
+            raise ValueError(f"conventions apply to the Adam family, not to {rule.name!r}")
+        return rule
+
+    return build
+
+
+_FACTORIES: dict[str, Factory] = {
+    "sgd": _plain(sgd),
+    "sgd_decoupled": _plain(sgd_decoupled),
+    "momentum": _plain(momentum_sgd),
+    "momentum_ema": _plain(momentum_ema),
+    "nesterov": _plain(nesterov),
+    "adagrad": _plain(adagrad),
+    "rmsprop": _plain(rmsprop),
+    "rmsprop_momentum": _plain(lambda: rmsprop(with_momentum=True)),
+    "rmsprop_centered": _plain(lambda: rmsprop(centered=True)),
+    "rmsprop_centered_momentum": _plain(lambda: rmsprop(centered=True, with_momentum=True)),
+    "adam": lambda convention: adam(convention=convention),
+    "adam_l2": lambda convention: adam(weight_decay_l2=True, convention=convention),
     "adamw": adamw,
+    "adamax": _plain(adamax),
 }
 
 _CACHE: dict[tuple[str, Convention, bool], Rule] = {}
@@ -49,13 +71,6 @@ def get(name: str, convention: Convention = DEFAULT, maximized: bool = False) ->
     if key not in _CACHE:
         if name not in _FACTORIES:
             raise KeyError(f"no rule named {name!r}; known rules: {', '.join(_FACTORIES)}")
-        if name in ("adam", "adam_l2"):
-            rule = adam(weight_decay_l2=name == "adam_l2", convention=convention)
-        elif name == "adamw":
-            rule = adamw(convention)
-        else:
-            if convention != DEFAULT:
-                raise ValueError(f"conventions apply to the Adam family, not to {name!r}")
-            rule = _FACTORIES[name]()
+        rule = _FACTORIES[name](convention)
         _CACHE[key] = maximize(rule) if maximized else rule
     return _CACHE[key]

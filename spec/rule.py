@@ -33,6 +33,8 @@ class Rule:
     defaults: Mapping[str, float] = field(default_factory=dict)
     initial_state: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
+    #: gradient ascent (`spec.variants.maximize`): the orders negate g as the rule does
+    maximized: bool = False
 
     @cached_property
     def update(self) -> Update:
@@ -71,4 +73,4 @@ def substitute(rule: Rule, name: str, mapping: Mapping[sp.Symbol, sp.Expr],
         return {k: e.xreplace(dict(mapping)) for k, e in rule.build().items()}
 
     return Rule(name, rule.hyperparameters, rule.state, build, rule.defaults,
-                rule.initial_state, description or rule.description)
+                rule.initial_state, description or rule.description, rule.maximized)

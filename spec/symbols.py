@@ -18,6 +18,7 @@ vmax = sp.Symbol("vmax", nonnegative=True)  # AMSGrad's running maximum
 buf = sp.Symbol("buf", real=True)  # SGD momentum buffer
 accum = sp.Symbol("accum", nonnegative=True)  # Adagrad's sum of squares
 gavg = sp.Symbol("gavg", real=True)  # centered RMSProp's gradient average
+u = sp.Symbol("u", nonnegative=True)  # Adamax's exponentially weighted infinity norm
 
 # Hyperparameters.
 lr = sp.Symbol("lr", nonnegative=True)

@@ -183,7 +183,7 @@ def test_conventions_auto_on_a_raising_target_says_why(tmp_path: Path) -> None:
 
 
 def test_conventions_auto_on_an_unknown_optimizer_names_it(tmp_path: Path) -> None:
-    r = suite(tmp_path, "--impl=torch.optim.Adamax", "--conventions=auto", "-x", "-v",
+    r = suite(tmp_path, "--impl=torch.optim.NAdam", "--conventions=auto", "-x", "-v",
               targets=("conformance/test_exact.py",))
     assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
     assert "(auto; fingerprint: not an Adam-family rule" in r.output, r.output

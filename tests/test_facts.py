@@ -51,7 +51,7 @@ def rational_point(rng: random.Random, t: int | None = None, vmax=None) -> dict:
     return {
         S.theta: r(-4, 4), S.g: r(-4, 4), S.t: t if t is not None else rng.choice([1, 2, 3, 7]),
         S.m: r(-2, 2), S.v: r(1, 4), S.vmax: r(0, 4) if vmax is None else vmax,
-        S.buf: r(-2, 2), S.accum: r(0, 4), S.gavg: r(-1, 1),
+        S.buf: r(-2, 2), S.accum: r(0, 4), S.gavg: r(-1, 1), S.u: r(0, 4),
         S.lr: unit(), S.initial_lr: unit(), S.beta1: unit(), S.beta2: unit(), S.eps: unit() / 8,
         WD: unit(), S.momentum: unit(), S.dampening: unit(), S.alpha: unit(),
         S.lr_decay: unit(),

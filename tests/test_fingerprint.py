@@ -128,7 +128,8 @@ def test_conventions_auto_judges_against_the_fingerprint() -> None:
 
 @pytest.mark.parametrize("target, says", [
     ("torch.optim.SGD", "follow rule sgd of the spec"),
-    ("torch.optim.Adamax", "follow no rule of the spec"),      # Adam's step at t=1, not after
+    ("torch.optim.Adamax", "follow rule adamax of the spec"),  # Adam's step at t=1, not after
+    ("torch.optim.NAdam", "follow no rule of the spec"),
     ("impl.unknown:LionLike", "follow no rule of the spec"),
     ("impl.unknown:FrozenOptimizer", "follow no rule of the spec"),
     ("impl.broken:NaNAdamW", "non-finite parameters"),
@@ -145,7 +146,7 @@ def test_not_an_adam_family_rule_is_said(target: str, says: str) -> None:
 
 
 def test_no_rule_names_the_nearest() -> None:
-    found = fp("torch.optim.Adamax")
+    found = fp("torch.optim.NAdam")
     assert found.answers["rule"].nearest.startswith("adam, "), found.answers["rule"]
     assert "nearest: adam, " in found.verdict().text
 
@@ -272,7 +273,8 @@ def test_amsgrad_fixed_on_is_still_the_adam_family() -> None:
 
 def test_spec_rule_of_another_rule() -> None:
     assert fp("torch.optim.SGD").spec_rule() == "sgd"
-    assert fp("torch.optim.Adamax").spec_rule() is None
+    assert fp("torch.optim.Adamax").spec_rule() == "adamax"
+    assert fp("torch.optim.NAdam").spec_rule() is None
 
 
 # --- the runner: each probe is given the answers it names, and only those ---------------------

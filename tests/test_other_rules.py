@@ -22,6 +22,7 @@ TARGETS = {
     "torch.optim.RMSprop(momentum=0.5)": ("rmsprop_momentum", []),
     "torch.optim.RMSprop(centered=True)": ("rmsprop_centered", []),
     "torch.optim.Adam": ("adam_l2", []),
+    "torch.optim.Adamax": ("adamax", []),
 }
 
 
@@ -56,6 +57,7 @@ BF16_TARGETS = {
     "torch.optim.RMSprop(foreach=True)": ("rmsprop", []),
     "torch.optim.RMSprop(centered=True, momentum=0.5)": ("rmsprop_centered_momentum", []),
     "torch.optim.Adam": ("adam_l2", []),
+    "torch.optim.Adamax(foreach=True)": ("adamax", []),
 }
 
 

@@ -9,18 +9,27 @@ from typing import Any
 import numpy as np
 import torch
 from adamw_conformance.adapters.base import ParamState, Setup
+from adamw_conformance.core import rule_table
 
-# State names real optimizers use for the two moments, AMSGrad's maximum and the counter.
+# State names look-alikes of torch.optim use for the two moments and AMSGrad's maximum, and for
+# the counter; torch.optim's own keys are the rule table's (`core.rule_table`).
 _M_NAMES = ("exp_avg", "m", "mu", "first_moment", "momentum")
 _V_NAMES = ("exp_avg_sq", "v", "nu", "second_moment", "square_avg")
 _VMAX_NAMES = ("max_exp_avg_sq", "vmax", "v_max", "max_exp_avg_sqs")
 _STEP_NAMES = ("step", "t", "count", "iteration")
 
+
+def _state_keys() -> dict[str, tuple[str, ...]]:
+    keys: dict[str, tuple[str, ...]] = {"m": _M_NAMES, "v": _V_NAMES, "vmax": _VMAX_NAMES}
+    for entry in rule_table.TABLE.values():
+        for name, state in entry.state.items():
+            if state.torch_key is not None and state.torch_key not in keys.get(name, ()):
+                keys[name] = (*keys.get(name, ()), state.torch_key)
+    return keys
+
+
 #: The spec's state names -> the keys torch.optim (and look-alikes) store them under.
-STATE_KEYS: dict[str, tuple[str, ...]] = {
-    "m": _M_NAMES, "v": _V_NAMES, "vmax": _VMAX_NAMES,
-    "buf": ("momentum_buffer",), "accum": ("sum",), "gavg": ("grad_avg",),
-}
+STATE_KEYS: dict[str, tuple[str, ...]] = _state_keys()
 
 #: The spec's hyperparameter names -> torch.optim's constructor keywords (beta1/beta2 travel as
 #: `betas` where the class takes that). The spec's symbols are named after torch's arguments,
@@ -32,27 +41,17 @@ HYPER_KEYWORDS: dict[str, str] = {
 
 
 def torch_rule(cls: type, fixed: Mapping[str, Any]) -> str | None:
-    """The spec rule a torch.optim class implements with fixed keywords `fixed`, or None.
-
-    AdamW subclasses Adam, so it is asked first; Adam(decoupled_weight_decay=True) is AdamW and
-    Adam otherwise has L2 decay (adam_l2, which is Adam itself at weight_decay = 0).
-    """
-    optim = torch.optim
-    if issubclass(cls, optim.AdamW) or (issubclass(cls, optim.Adam)
-                                        and fixed.get("decoupled_weight_decay")):
-        return "adamw"
-    if issubclass(cls, optim.Adam):
-        return "adam_l2"
-    if issubclass(cls, optim.SGD):
-        if fixed.get("nesterov"):
-            return "nesterov"
-        return "momentum" if fixed.get("momentum") else "sgd"
-    if issubclass(cls, optim.Adagrad):
-        return "adagrad"
-    if issubclass(cls, optim.RMSprop):
-        return ("rmsprop" + ("_centered" if fixed.get("centered") else "")
-                + ("_momentum" if fixed.get("momentum") else ""))
-    return None
+    """The spec rule a torch.optim class implements with fixed keywords `fixed`, or None: the
+    rule table's entry whose torch class `cls` is (or derives from) and whose selecting keywords
+    `fixed` sets. Where several match (AdamW derives from Adam), the most derived class wins."""
+    best: tuple[int, str] | None = None
+    for entry in rule_table.TABLE.values():
+        for form in entry.torch:
+            base = getattr(torch.optim, form.name, None)
+            if (isinstance(base, type) and issubclass(cls, base) and form.selected_by(fixed)
+                    and (best is None or cls.__mro__.index(base) < best[0])):
+                best = (cls.__mro__.index(base), entry.name)
+    return best[1] if best is not None else None
 
 OPTIONS = ("amsgrad", "maximize", "foreach", "fused", "capturable", "differentiable")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import mpmath
 import numpy as np
-from adamw_conformance.core import record
+from adamw_conformance.core import record, rule_table
 from adamw_conformance.spec import registry
 from adamw_conformance.spec.bounds import (
     Bound,
@@ -29,8 +29,7 @@ from adamw_conformance.spec.filter import mode as oracle_mode
 from adamw_conformance.spec.formats import format_of
 from adamw_conformance.spec.lazy_oracle import ExactOutput, lazy_step
 from adamw_conformance.spec.oracle import Oracle, StepResult
-from adamw_conformance.spec.orders import DECLARABLE, adam_orders, adamw_orders, straightforward
-from adamw_conformance.spec.orders_other import other_orders
+from adamw_conformance.spec.orders import DECLARABLE, Order, straightforward
 from adamw_conformance.spec.rounding import round_to, ulp_distance
 from adamw_conformance.spec.rule import Rule
 
@@ -61,14 +60,9 @@ class Model:
     def oracle(self) -> Oracle:
         return Oracle(self.rule)
 
-    def orders(self, prec: Precision):
-        if self.rule_name == "adamw":
-            return adamw_orders(self.rule, self.convention, prec.compute,
-                                self.declared_orders)
-        if self.rule_name in ("adam", "adam_l2"):
-            coupling = "l2" if self.rule_name == "adam_l2" else "none"
-            return adam_orders(self.rule, coupling, self.convention, prec.compute)
-        return other_orders(self.rule)
+    def orders(self, prec: Precision) -> tuple[Order, ...]:
+        """The orders the bounds take the maximum over (the rule's entry in the rule table)."""
+        return rule_table.info(self.rule_name).orders(self, prec)
 
     def expect(self, params: Any, grad: Any, state: Mapping[str, Any], hyper: Mapping[str, float],
                t: int, prec: Precision) -> tuple[StepResult, dict[str, Bound]]:

@@ -4,53 +4,44 @@
 a `rule` (or `conformance_rule`) attribute, and the torch adapter knows torch.optim's classes
 (`TorchOptimizerAdapter.rule`). Anything else is judged as AdamW, the suite's first rule.
 
-`APPLIES` is the one table of which property families hold for which rules; the plugin skips
-the rest with a reason naming the rule.
+`APPLIES` says which property families hold for which rules (read from each rule's entry in
+`core.rule_table`); the plugin skips the rest with a reason naming the rule.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from adamw_conformance.core.rule_table import L2, RESTRICTED, TABLE, info
 from adamw_conformance.spec import registry
 
 AUTO = "auto"
 DEFAULT_RULE = "adamw"
 
-SGD_FAMILY = frozenset({"sgd", "sgd_decoupled", "momentum", "momentum_ema", "nesterov"})
-RMSPROP_FAMILY = frozenset({"rmsprop", "rmsprop_momentum", "rmsprop_centered",
-                            "rmsprop_centered_momentum"})
-ADAM_FAMILY = frozenset({"adam", "adam_l2", "adamw"})
-ALL = frozenset(registry.names())
+ALL = frozenset(TABLE)
+
+#: The Adam family: the rules the conventions (`spec.conventions`) and AMSGrad apply to.
+ADAM_FAMILY = frozenset(n for n, i in TABLE.items() if i.family == "adam")
 
 #: Rules whose step is unchanged, bitwise, when the gradient and eps scale by 2^k (with
 #: weight_decay = 0 where the decay is L2, added to the gradient): the adaptive rules.
-#: `tests/test_facts.py` proves the homogeneity (STATE_DEGREE) symbolically.
-SCALE_FREE = ADAM_FAMILY | RMSPROP_FAMILY | {"adagrad"}
+#: `tests/test_rule_facts.py` proves the homogeneity (the table's state degrees) symbolically.
+SCALE_FREE = frozenset(n for n, i in TABLE.items() if i.scale_free)
 
 #: Rules whose weight decay is L2, added to the gradient (PyTorch skips the addition at
 #: weight_decay = 0, the spec adds 0 * theta: they differ only where theta is already NaN/inf).
-L2_COUPLED = ALL - {"adamw", "sgd_decoupled", "adam", "momentum_ema"}
+L2_COUPLED = frozenset(n for n, i in TABLE.items() if i.decay == L2)
 
 #: property (catalogue id, or family) -> the rules it holds for. Not listed: every rule.
 APPLIES: dict[str, frozenset[str]] = {
-    # bias corrections 1 - beta^t and their counter exist in the Adam family only
-    "bias": ADAM_FAMILY,
-    # decoupled decay vs L2 decay is the AdamW statement (Adam+L2 is what it tells apart)
-    "decouple": frozenset({"adamw"}),
-    "scale.power_of_two": SCALE_FREE,
-}
-
-#: How each state scales when the gradient scales by c, per rule family: m, buf (SGD's momentum)
-#: and gavg like g; v, vmax and accum like g^2; RMSProp's momentum buffer accumulates g/avg,
-#: which does not scale. Used to scale a replayed state with its gradient (scale.*).
-_DEGREES = {"m": 1, "v": 2, "vmax": 2, "accum": 2, "gavg": 1, "buf": 1}
+    prop: frozenset(n for n, i in TABLE.items() if prop in i.applies) for prop in RESTRICTED}
 
 
 def state_degree(rule_name: str, state: str) -> int:
-    if state == "buf" and rule_name in RMSPROP_FAMILY:
-        return 0
-    return _DEGREES[state]
+    """How `state` of the rule scales when the gradient scales by c: by c^degree (m, buf and
+    gavg like g; v, vmax and accum like g^2; RMSProp's momentum buffer, which accumulates
+    g/avg, not at all). Used to scale a replayed state with its gradient (scale.*)."""
+    return info(rule_name).state[state].degree
 
 
 def detect(adapter: Any) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import sympy as sp
 import torch
 from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup
+from adamw_conformance.core.rule_table import LIKE_G, info
 from adamw_conformance.core.rules import L2_COUPLED
 from hypothesis import strategies as st
 
@@ -94,8 +95,6 @@ _HYPER: dict[str, st.SearchStrategy[float]] = {
 #: Typical values, for probes that need some valid hyperparameters of the rule.
 TYPICAL = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0,
            "momentum": 0.9, "dampening": 0.0, "alpha": 0.99, "lr_decay": 0.0}
-#: Rule-specific restrictions of the ranges: PyTorch's Nesterov requires zero dampening.
-_FIXED_BY_RULE = {"nesterov": {"dampening": 0.0}}
 
 
 def rule_hyper_names(rule: str | None = None) -> tuple[str, ...]:
@@ -108,7 +107,7 @@ def rule_hyper_names(rule: str | None = None) -> tuple[str, ...]:
 def typical_hyper(rule: str | None = None) -> dict[str, float]:
     """Valid hyperparameters of the rule (its pinned values where the target fixes them)."""
     rule = rule or _Active.rule
-    fixed = {**_FIXED_BY_RULE.get(rule, {}), **_Active.pinned}
+    fixed = {**info(rule).fixed, **_Active.pinned}
     return {n: fixed.get(n, TYPICAL[n]) for n in rule_hyper_names(rule)}
 
 
@@ -116,7 +115,7 @@ def typical_hyper(rule: str | None = None) -> dict[str, float]:
 def hyperparameters(draw: st.DrawFn, decay: bool = True) -> dict[str, float]:
     """Wide ranges: lr up to 1, eps 1e-12..1, wd up to 1, beta2 close to 1, large lr*wd; the
     hyperparameters of the session's rule (`use_rule`), those the target fixes at its value."""
-    fixed = {**_FIXED_BY_RULE.get(_Active.rule, {}), **_Active.pinned}
+    fixed = {**info(_Active.rule).fixed, **_Active.pinned}
     out: dict[str, float] = {}
     for name in rule_hyper_names():
         if name in fixed:
@@ -178,7 +177,8 @@ def step_cases(draw: st.DrawFn, dtype: str = "float32", device: str = "cpu",
     if is_fresh:
         state = ParamState.of({name: np.zeros(shape) for name in _state_names()}, 0)
     else:
-        r.update({name: draw(regimes(*STATE_RANGES[name])) for name in _state_names()})
+        ranges = info(_Active.rule).state
+        r.update({name: draw(regimes(*ranges[name].replay)) for name in _state_names()})
         state = sample_state(r, rng, shape, dtype, t - 1)
     if (options or {}).get("amsgrad"):
         v = state.v if state.v is not None else np.zeros(shape)
@@ -189,16 +189,15 @@ def step_cases(draw: st.DrawFn, dtype: str = "float32", device: str = "cpu",
     return StepCase(setup, [g], [state], seed, r)
 
 
-#: Where a replayed state's magnitudes are drawn (log10 range), by spec state name: signed
-#: first-moment-like states as the gradient, squares over twice the range.
-STATE_RANGES = {"m": (-10, 8), "buf": (-10, 8), "gavg": (-10, 8), "v": (-20, 16),
-                "accum": (-20, 16)}
+def _state(rule: str | None = None) -> tuple[sp.Symbol, ...]:
+    """The rule's own state that is drawn (the rule table's replay ranges; vmax, AMSGrad's,
+    comes with the amsgrad option), in the spec rule's order: the order of the draws."""
+    entry = info(rule or _Active.rule)
+    return tuple(s for s in entry.rule().state if entry.state[s.name].replay is not None)
 
 
 def _state_names(rule: str | None = None) -> tuple[str, ...]:
-    """The rule's own state (vmax, AMSGrad's, comes with the amsgrad option)."""
-    from adamw_conformance.spec import registry
-    return tuple(s.name for s in registry.get(rule or _Active.rule).state if s.name != "vmax")
+    return tuple(s.name for s in _state(rule))
 
 
 def first_step_creates_state() -> bool:
@@ -216,10 +215,11 @@ def replay_steps() -> st.SearchStrategy[int]:
 
 
 def state_regimes(first: Regime, second: Regime) -> dict[str, Regime]:
-    """Regimes for every state name: `first` for signed ones (m, buf, gavg), `second` for the
-    squares (v, accum), as properties that draw an m and a v regime use them."""
-    return {name: first if lo == STATE_RANGES["m"][0] else second
-            for name, (lo, _) in STATE_RANGES.items()}
+    """Regimes for the session's rule's state: `first` for those replayed over the gradient's
+    range (m, buf, gavg), `second` for the squares (v, accum), as properties that draw an m and
+    a v regime use them."""
+    return {name: first if s.replay == LIKE_G else second
+            for name, s in info(_Active.rule).state.items() if s.replay is not None}
 
 
 def sample_state(r: dict[str, Regime], rng: np.random.Generator, shape: tuple[int, ...],
@@ -228,9 +228,9 @@ def sample_state(r: dict[str, Regime], rng: np.random.Generator, shape: tuple[in
     squares nonnegative, and centered RMSProp's gradient average within sqrt(v) (reachable
     states have gavg^2 <= v, so that v - gavg^2 stays a square)."""
     values: dict[str, np.ndarray] = {}
-    for name in _state_names(rule):
-        x = r[name].sample(rng, shape, dtype)
-        values[name] = np.abs(x) if name in ("v", "accum") else x
+    for s in _state(rule):
+        x = r[s.name].sample(rng, shape, dtype)
+        values[s.name] = np.abs(x) if s.is_nonnegative else x
     if "gavg" in values:
         share = rng.uniform(0.0, 0.9, shape) * np.sign(values["gavg"])
         values["gavg"] = representable(share * np.sqrt(values["v"]), dtype)

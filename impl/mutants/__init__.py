@@ -106,6 +106,8 @@ ZOO: tuple[Mutant, ...] = (
     _m("impl.mutants.input:AssertValidation", "input.validation"),
     _m("impl.mutants.input:ZeroNonFinite", "input.nonfinite"),
     _m("impl.mutants.input:NormClipped", "input.nonfinite"),
+    # the other rules of the lineage
+    _m("impl.mutants.rules:AdamaxEpsOutsideMax", "exact.one_step"),
     # seeded formula errors in the functional kernel
     _m("impl.mutants.formula:eps_inside_sqrt", "scale.power_of_two"),
     _m("impl.mutants.formula:no_bias_correction", "bias.step_one"),

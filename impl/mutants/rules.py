@@ -123,10 +123,38 @@ class AdamL2FirstMomentOnly(_Simple):
         p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - b1**t))
 
 
+class AdamaxEpsOutsideMax(_Simple):
+    """Defect: Adamax with eps added after the infinity norm's maximum, m / (max(b2 u, |g|) +
+    eps), as the paper's algorithm and Keras have it, where torch.optim.Adamax (the rule it
+    claims) takes the maximum with |g| + eps. Killed by exact.one_step (the stored norm lacks eps
+    already at t = 1; from a replayed norm above |g| + eps the step differs too)."""
+
+    conformance_rule = "adamax"
+    def __init__(self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        if not all(0.0 <= b < 1.0 for b in betas):  # as torch validates them: one defect only
+            raise ValueError(f"Invalid betas: {betas}")
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> None:
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_inf"] = torch.zeros_like(p)
+        state["step"] += 1
+        t = float(state["step"])
+        b1, b2 = group["betas"]
+        state["exp_avg"].lerp_(g, 1 - b1)
+        torch.maximum(state["exp_inf"].mul_(b2), g.abs(), out=state["exp_inf"])
+        denom = state["exp_inf"].add(group["eps"])
+        p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - b1**t))
+
+
 #: Every mutant of this module, with the property that kills it.
 KILLS = {
     "NesterovOldBuffer": "exact.one_step",
     "AdagradDecayOffByOne": "exact.one_step",
     "RMSpropCenteredWithoutMean": "exact.one_step",
     "AdamL2FirstMomentOnly": "exact.one_step",
+    "AdamaxEpsOutsideMax": "exact.one_step",
 }

@@ -28,6 +28,7 @@ from adamw_conformance.tools.fingerprint.judging import (
     trajectory_ratio,
 )
 from adamw_conformance.tools.fingerprint.probes import (
+    ADAM_LABELS,
     BY_LR,
     BY_WD,
     AmsgradProbe,
@@ -76,7 +77,7 @@ def judge_rule(target: Target, probe: RuleProbe) -> tuple[Answer, str | None]:
     if np.array_equal(after, theta):
         evidence += "; the parameters never moved"
     matches = [k for k, r in res.items() if r <= 1.0]
-    adam = [k for k in matches if k.startswith("adam")]
+    adam = [k for k in matches if k in ADAM_LABELS]
     if adam:
         return Answer(ADAM_FAMILY, evidence + f" (fits: {', '.join(matches)})",
                       len(adam) == len(matches)), None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from adamw_conformance.core import rule_table
 from adamw_conformance.spec.conventions import CHOICES
 
 Values = tuple[float, ...]
@@ -24,18 +25,15 @@ BASE: Hypers = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_d
 
 # --- the rule ---------------------------------------------------------------------------------
 
-#: The rule probe's candidates: (label, spec rule, conventions). Adam at weight_decay=0 stands
-#: for the whole family (adam, adam_l2, adamw); SGD's decoupled and L2 forms agree at wd=0.
-RULE_CANDIDATES: tuple[tuple[str, str, dict[str, str]], ...] = (
-    ("adam", "adam", {}), ("adam, eps=hat", "adam", {"eps": "hat"}),
-    ("adam, eps=root", "adam", {"eps": "root"}),
-    ("adam, amsgrad=raw_max", "adam", {"amsgrad": "raw_max"}),
-    ("adam, amsgrad=corrected_max", "adam", {"amsgrad": "corrected_max"}),
-    ("adam, eps=hat, amsgrad=raw_max", "adam", {"eps": "hat", "amsgrad": "raw_max"}),
-    ("sgd", "sgd", {}),
-    ("momentum_ema", "momentum_ema", {}), ("adagrad", "adagrad", {}),
-    ("rmsprop", "rmsprop", {}),
-)
+#: The rule probe's candidates: (label, spec rule, conventions), from the rule table. Adam at
+#: weight_decay=0 stands for the whole family (adam, adam_l2, adamw); SGD's decoupled and L2
+#: forms agree at wd=0.
+RULE_CANDIDATES: tuple[tuple[str, str, dict[str, str]], ...] = tuple(
+    (label, entry.name, dict(conv)) for entry in rule_table.TABLE.values()
+    for label, conv in entry.probes)
+#: The candidates that stand for the Adam family (the others name a rule of their own).
+ADAM_LABELS = frozenset(label for label, name, _ in RULE_CANDIDATES
+                        if rule_table.info(name).family == "adam")
 
 
 def rule_candidates() -> tuple[tuple[str, str, dict[str, str]], ...]:
