@@ -204,7 +204,7 @@ def _generate(graph: Graph, names: tuple[str, ...], weightings: tuple[Wanted, ..
                 emit(f"{name} = {c[1]} * np.power({c[0]}, {c[1]} - 1)" if j == 0
                      else f"{name} = {_ZERO(ns)}")
             elif n.kind == "abs":
-                emit(f"{name} = np.sign({c[0]})")
+                emit(f"{name} = np.copysign(1.0, {c[0]})")
             elif n.kind == "select":
                 if x not in selects:
                     selects[x] = f"m{i}"

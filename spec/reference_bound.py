@@ -90,7 +90,7 @@ def _partials(graph: Graph, x: sp.Basic, val, env) -> list[np.ndarray]:
             # The exponent (t, t - 1, an integer) is exact: no sensitivity flows into it.
             return [c[1] * np.power(c[0], c[1] - 1), np.float64(0.0)]
         if n.kind == "abs":
-            return [np.sign(c[0])]
+            return [np.copysign(1.0, c[0])]  # |x| at 0: the slope of the side a rounding may take
         if n.kind == "max":
             b = np.broadcast_arrays(*c)
             first = b[0] >= b[1]
