@@ -2,12 +2,15 @@
 orders, float64 arithmetic, bias-corrected state; the reference optimizer and kernel; the Triton
 kernel where it exists) pass the whole catalogue.
 
-CI runs each once with the ci profile (torch's three paths and the foreign optimizer have their
-own tests: test_torch_paths.py, test_foreign.py). `python -m pytest -m slow -k false_alarms`
-sweeps every correct implementation over 20 seeds with the `sweep` profile (the ci profile's
-examples drawn from --hypothesis-seed); `python -m adamw_conformance.tools.detection` does the
-same and
-reports the largest err/bound on each.
+The default run takes one of each kind once with the ci profile: the reference optimizer, the
+reference kernel, and a declared convention (DebiasedMoments, moments=debiased); torch's three
+paths, the foreign optimizer and the Triton kernel have their own tests (test_torch_paths.py,
+test_foreign.py, test_triton_kernel.py). The others (other evaluation orders, float64
+arithmetic, the explicit kernel) run under -m slow, once each and in the seed sweep:
+`python -m pytest -m slow -k false_alarms` sweeps every correct implementation over 20 seeds
+with the `sweep` profile (the ci profile's examples drawn from --hypothesis-seed);
+`python -m adamw_conformance.tools.detection` does the same and reports the largest err/bound
+on each.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import pytest
 from impl.equivalent import CORRECT, Correct
 from tests.suite import run_suite
 
-OWN_TESTS = {"torch-loop", "torch-foreach", "torch-fused", "ForeignAdamW"}
+OWN_TESTS = {"torch-loop", "torch-foreach", "torch-fused", "ForeignAdamW", "Triton kernel"}
+#: Run once in the default run; the other correct implementations once under -m slow.
+DEFAULT = {"ReferenceAdamW", "reference kernel", "DebiasedMoments"}
 SEEDS = range(1, 21)
 
 
@@ -31,14 +36,16 @@ def _explain(out) -> str:
     return "\n\n".join(f"{k}:\n{v}" for k, v in out.messages.items())
 
 
-@pytest.mark.parametrize("impl", [c for c in CORRECT if c.name not in OWN_TESTS],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize("impl", [
+    pytest.param(c, id=c.name, marks=() if c.name in DEFAULT else pytest.mark.slow)
+    for c in CORRECT if c.name not in OWN_TESTS])
 def test_correct_passes_catalogue(impl: Correct) -> None:
     out = run_suite(*_runnable(impl).argv())
     assert out.rc == pytest.ExitCode.OK, _explain(out)
     assert len(out.passed()) >= 20, out.results
 
 
+@pytest.mark.slow  # the default run has bfloat16 through torch's for-loop path
 def test_reference_passes_catalogue_in_bfloat16() -> None:
     out = run_suite("--impl=impl.reference.optimizer:ReferenceAdamW", "--dtype=bfloat16")
     assert out.rc == pytest.ExitCode.OK, _explain(out)

@@ -25,7 +25,8 @@ def test_state_is_unreadable_so_replay_degrades() -> None:
     assert not can_replay(cfg)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+# bfloat16 under -m slow: what is foreign here (state names, no replay) is the same in any dtype.
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])
 def test_whole_catalogue_passes(dtype: str) -> None:
     out = run_suite(f"--impl={FOREIGN}", f"--dtype={dtype}")
     assert out.rc == pytest.ExitCode.OK, "\n\n".join(f"{k}:\n{v}"
@@ -34,6 +35,6 @@ def test_whole_catalogue_passes(dtype: str) -> None:
 
 
 def test_a_defect_is_still_caught_without_replay() -> None:
-    out = run_suite("--impl=impl.foreign:ForeignUncoupledDecay")
+    out = run_suite("conformance/test_exact.py", "--impl=impl.foreign:ForeignUncoupledDecay")
     assert out.rc == pytest.ExitCode.TESTS_FAILED
     assert any("test_exact.py" in k for k in out.failed()), out.results

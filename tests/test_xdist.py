@@ -1,5 +1,6 @@
 """The suite under pytest-xdist (`-n 2`) gives the same outcome per test as a serial run, for a
-correct target and for a mutant (so that big audits can use `-n auto`)."""
+mutant (passed and failed tests both) and, under -m slow, for a correct target (so that big
+audits can use `-n auto`)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _outcomes(impl: str, *extra: str) -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize("impl", ["torch.optim.AdamW",
+@pytest.mark.parametrize("impl", [pytest.param("torch.optim.AdamW", marks=pytest.mark.slow),
                                   "impl.mutants.schedule:DecayUsesInitialLR"])
 def test_same_outcomes_under_xdist(impl: str) -> None:
     serial = _outcomes(impl)
