@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +25,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 if TYPE_CHECKING:  # the suite's modules import torch and SymPy: only when the suite runs
-    from adamw_conformance.core.drive import Config
-    from adamw_conformance.core.judge import Model
+    from adamw_conformance.core.config import Config
     from adamw_conformance.param_groups import GroupAudit
     from adamw_conformance.spec.conventions import Convention
 
@@ -109,12 +107,11 @@ def _config(config: pytest.Config) -> Config:
     cached = config.stash.get(_CONFIG, None)
     if cached is not None:
         return cached
-    from adamw_conformance.adapters.base import declared_orders
-    from adamw_conformance.core import rules
-    from adamw_conformance.core.drive import Config
+    from adamw_conformance.core import rules, variants
+    from adamw_conformance.core.config import Config
     from adamw_conformance.core.judge import Model
     from adamw_conformance.core.strategies import use_rule
-    from adamw_conformance.core.targets import TargetError, resolve
+    from adamw_conformance.core.targets import TargetError, capabilities, resolve
     from adamw_conformance.spec.conventions import Convention
 
     text = config.getoption("--impl") or DEFAULT_IMPL
@@ -123,46 +120,34 @@ def _config(config: pytest.Config) -> Config:
             raise ValueError(f"--impl-timeout={config.getoption('--impl-timeout'):g}: give a "
                              "positive number of seconds")
         adapter = resolve(text)
+        caps = capabilities(adapter)
         conventions = config.getoption("--conventions")
-        rule = rules.choose(config.getoption("--rule"), adapter)
+        rule = rules.choose(config.getoption("--rule"), caps)
         if conventions.strip() == "auto":
             convention, note, shown = _auto_conventions(config, adapter, rule, text)
-            if shown and config.getoption("--rule") == rules.AUTO and not rules.declared(adapter):
+            if shown and config.getoption("--rule") == rules.AUTO and not rules.declared(caps):
                 # Nothing names the target's rule: judge the one its behaviour shows (optax.adam
                 # is Adam without decay, optax.sgd is SGD), not AdamW by default.
                 rule = shown
             config.stash[_AUTO_NOTE] = note
         else:
             convention = Convention.parse(conventions)
-        model = _fixed_variant(Model(rule, convention, declared_orders=declared_orders(adapter)),
-                               adapter)
+        # An option fixed on in --impl ('torch.optim.AdamW(amsgrad=True)') is on in every test,
+        # so every test judges its spec variant, as a test's variant selects it.
+        model = variants.selected(Model(rule, convention, declared_orders=caps.orders),
+                                  caps.fixed)
         model.rule  # noqa: B018 - conventions on a non-Adam rule are a usage error, said now
     except (TargetError, ValueError) as e:
         raise pytest.UsageError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - e.g. an adapter class whose constructor raises
         raise pytest.UsageError(f"--impl={text!r}: setting up the target raised "
                                 f"{type(e).__name__}: {e}") from None
-    use_rule(rule, getattr(adapter, "pinned", None))
+    use_rule(rule, caps.pinned)
     cfg = Config(adapter, model, config.getoption("--dtype"),
                  config.getoption("--device"), config.getoption("--compute-dtype"),
                  config.getoption("--impl-timeout"), text)
     config.stash[_CONFIG] = cfg
     return cfg
-
-
-def _fixed_variant(model: Model, adapter: object) -> Model:
-    """The spec variant an option fixed on in --impl selects ('torch.optim.AdamW(amsgrad=True)'
-    runs AMSGrad in every test, so every test judges AMSGrad), as `variants.variant_config`
-    selects it for a drawn option."""
-    from adamw_conformance.core import rules
-
-    fixed = getattr(adapter, "fixed", None) or {}
-    if (fixed.get("amsgrad") is True and model.rule_name in rules.ADAM_FAMILY
-            and model.convention.amsgrad == "none"):
-        model = replace(model, convention=replace(model.convention, amsgrad="raw_max"))
-    if fixed.get("maximize") is True:
-        model = replace(model, maximize=True)
-    return model
 
 
 def _auto_conventions(config: pytest.Config, adapter: object, rule: str,
@@ -212,7 +197,7 @@ def _start_report(config: pytest.Config) -> None:
     where = config.getoption("--report-dir")
     directory = Path(where) if where else config.invocation_params.dir / "reports"
     config.pluginmanager.register(
-        ReportPlugin(config, name, directory, catalogue_id, lambda: _config(config)),
+        ReportPlugin(config, name, directory, lambda: _config(config)),
         "conformance-report")
 
 
@@ -234,13 +219,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
-def catalogue_id(item: pytest.Item) -> str:
-    """'exact.one_step' for conformance/test_exact.py::test_one_step[...]."""
-    module = Path(str(item.fspath)).stem.removeprefix("test_")
-    name = item.originalname if hasattr(item, "originalname") else item.name
-    return f"{module}.{name.removeprefix('test_')}"
-
-
 def _read_xfails(path: str) -> list[str]:
     entries = []
     for line in Path(path).read_text().splitlines():
@@ -253,7 +231,7 @@ def _read_xfails(path: str) -> list[str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not active(config):
         return
-    from adamw_conformance.core import rules
+    from adamw_conformance.core import catalogue, rules
 
     cfg = _config(config)
     if cfg.device == "cuda":
@@ -263,7 +241,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             for item in items:
                 item.add_marker(skip)
     for item in items:
-        reason = rules.not_applicable(catalogue_id(item), cfg.model.rule_name)
+        reason = rules.not_applicable(catalogue.of(item), cfg.model.rule_name)
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
     path = config.getoption("--xfails")
@@ -272,7 +250,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     entries = _read_xfails(path)
     used = set()
     for item in items:
-        keys = {item.nodeid, item.name, catalogue_id(item)}
+        keys = {item.nodeid, item.name, catalogue.of(item)}
         for entry in entries:
             if entry in keys or item.nodeid.endswith(entry):
                 item.add_marker(pytest.mark.xfail(reason=f"listed in {path}", strict=False))

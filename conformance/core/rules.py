@@ -10,9 +10,12 @@ the rest with a reason naming the rule.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from adamw_conformance.spec import registry
+
+if TYPE_CHECKING:
+    from adamw_conformance.adapters.base import Capabilities
 
 AUTO = "auto"
 DEFAULT_RULE = "adamw"
@@ -53,25 +56,20 @@ def state_degree(rule_name: str, state: str) -> int:
     return _DEGREES[state]
 
 
-def detect(adapter: Any) -> str:
-    """The rule `adapter` declares (or its torch.optim class implies), else AdamW."""
-    for attr in ("rule", "conformance_rule"):
-        name = getattr(adapter, attr, None)
-        if isinstance(name, str) and name:
-            return name
-    return DEFAULT_RULE
+def detect(caps: Capabilities) -> str:
+    """The rule the target declares (or its torch.optim class implies), else AdamW."""
+    return caps.rule or DEFAULT_RULE
 
 
-def declared(adapter: Any) -> bool:
+def declared(caps: Capabilities) -> bool:
     """Whether the target names its rule (an attribute, or a torch.optim class the adapter
     knows), rather than falling back to DEFAULT_RULE."""
-    return any(isinstance(getattr(adapter, a, None), str) and getattr(adapter, a)
-               for a in ("rule", "conformance_rule"))
+    return caps.rule is not None
 
 
-def choose(option: str, adapter: Any) -> str:
+def choose(option: str, caps: Capabilities) -> str:
     """The rule named by `--rule` (auto: detected); ValueError naming the known rules."""
-    name = detect(adapter) if option == AUTO else option
+    name = detect(caps) if option == AUTO else option
     if name not in ALL:
         raise ValueError(f"--rule={option!r}: {'the target declares ' if option == AUTO else ''}"
                          f"unknown rule {name!r}; known rules: auto, {', '.join(registry.names())}")

@@ -21,27 +21,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from adamw_conformance.adapters.base import (
-    GroupSetup,
-    ParamState,
-    Setup,
-    capability,
-    declared_orders,
-    takes_none_grads,
-)
-from adamw_conformance.core.drive import (
-    Config,
-    ImplementationError,
-    create,
-    guarded,
-    judge_values,
-    read_each_state,
-    read_states,
-    step,
-    trajectory,
-)
+from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup, capability
+from adamw_conformance.core import trajectory
+from adamw_conformance.core.calls import ImplementationError, create, guarded, step
+from adamw_conformance.core.checks import judge_values
+from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Model, ratios
 from adamw_conformance.core.precision import LOW_DTYPES, compute_verdict, within_compute
+from adamw_conformance.core.replay import read_each_state, read_states
 from adamw_conformance.core.strategies import representable
 from adamw_conformance.spec.conventions import CHOICES, EXPLANATIONS, Convention
 from adamw_conformance.spec.formats import format_of
@@ -311,10 +298,7 @@ class _Prober:
         self.follows: str | None = None  # the spec's non-Adam rule its plain steps follow
         # Orders the adapter declares (Keras': float32 scalars) widen the bound where the
         # convention under test is the one they are written for, as in a conformance run.
-        try:
-            self.orders = declared_orders(adapter)
-        except ValueError:
-            self.orders = ()
+        self.orders = self.cfg.caps.orders
 
     # plumbing ------------------------------------------------------------------------------
 
@@ -398,7 +382,7 @@ class _Prober:
         for label, name, conv in _RULES:
             model = Model(name, replace(Convention(), **conv))
             hyper = {**model.rule.defaults, **h}
-            exact, bound = trajectory(model, cfg.precision(), theta, grads, hyper)
+            exact, bound = trajectory.expect(model, cfg.precision(), theta, grads, hyper)
             r = ratios(after, exact["theta"], bound)
             r = np.where(np.isfinite(after), r, np.inf)
             res[label] = float(np.nanmax(r)) if np.any(~np.isnan(r)) else np.inf
@@ -538,7 +522,7 @@ class _Prober:
         have no gradient for the first 3 steps, then all three get one. The first step of b and
         c is judged from fresh state at t=1 (own counter) or t=4 (a counter that kept counting):
         per parameter: b and c at 1; per group: b at 4, c at 1; global: both at 4."""
-        if not takes_none_grads(self.cfg.adapter):
+        if not self.cfg.caps.none_grads:
             return Answer(f"{NOT_APPLICABLE}: the target has no missing gradient (None), so a "
                           "counter cannot fall behind", "adapter: none_grads = False (JAX: an "
                           "unused parameter's gradient is zero, a real step)", True)
@@ -601,11 +585,10 @@ class _Prober:
         t=3 the raw maximum keeps v_1 and gives vh = v_1/(1-b2^3) = 0.57 G^2, the corrected
         maximum keeps v_1/(1-b2) = G^2, without AMSGrad vh decays to 0.14 G^2. Judged on theta
         against each exact trajectory."""
-        accepts = getattr(self.cfg.adapter, "accepts", None)
-        opts = getattr(self.cfg.adapter, "options", {}) or {}
-        if not (accepts("amsgrad") if accepts else "amsgrad" in opts):
+        if not self.cfg.caps.accepts("amsgrad"):
             return Answer(f"{NOT_APPLICABLE}: the target takes no amsgrad option",
-                          "adapter options: " + (", ".join(opts) or "none"), True)
+                          "adapter options: " + (", ".join(self.cfg.caps.options) or "none"),
+                          True)
         h = {**_BASE, "lr": 1.0, "beta1": 0.5, "beta2": 0.5, "eps": 1e-6, "initial_lr": 1.0}
         theta = self.x(_SMALL[:4])
         grads = [self.x([4.0, -2.0, 8.0, 1.0]), self.x([0.25, -0.125, 0.5, 0.0625]),
@@ -629,8 +612,8 @@ class _Prober:
             how = "each step judged from the state read back (vmax included)"
         else:
             for v in CHOICES["amsgrad"]:
-                exact, bound = trajectory(self.model(amsgrad=v), self.cfg.precision(), theta,
-                                          grads, h)
+                exact, bound = trajectory.expect(self.model(amsgrad=v), self.cfg.precision(),
+                                                 theta, grads, h)
                 r = ratios(after[0], exact["theta"], bound)
                 r = np.where(np.isfinite(after[0]), r, np.inf)
                 res[v] = float(np.nanmax(r)) if np.any(~np.isnan(r)) else np.inf
@@ -889,7 +872,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return verdict.code
     if fp.answers.get("rule") is not None and fp.answers["rule"].value != ADAM_FAMILY:
         from adamw_conformance.core.rules import detect
-        print(f"the suite judges it against rule {detect(adapter)} (--rule=auto; --rule=NAME "
+        from adamw_conformance.core.targets import capabilities
+        rule = detect(capabilities(adapter))
+        print(f"the suite judges it against rule {rule} (--rule=auto; --rule=NAME "
               "names another): expect failures that show where its steps differ")
         return verdict.code
     print(f"conventions: {fp.conventions_text()}")
