@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 if TYPE_CHECKING:  # the suite's modules import torch and SymPy: only when the suite runs
     from adamw_conformance.core.config import Config
+    from adamw_conformance.core.session import Session
     from adamw_conformance.param_groups import GroupAudit
     from adamw_conformance.spec.conventions import Convention
 
@@ -86,6 +87,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 PACKAGE_DIR = Path(__file__).resolve().parent
 _CONFIG = pytest.StashKey["Config"]()
 _AUTO_NOTE = pytest.StashKey[str]()
+_SESSION: pytest.StashKey[Session] = pytest.StashKey()
 
 
 def active(config: pytest.Config) -> bool:
@@ -110,7 +112,6 @@ def _config(config: pytest.Config) -> Config:
     from adamw_conformance.core import rules, variants
     from adamw_conformance.core.config import Config
     from adamw_conformance.core.judge import Model
-    from adamw_conformance.core.strategies import use_rule
     from adamw_conformance.core.targets import TargetError, capabilities, resolve
     from adamw_conformance.spec.conventions import Convention
 
@@ -142,7 +143,6 @@ def _config(config: pytest.Config) -> Config:
     except Exception as e:  # noqa: BLE001 - e.g. an adapter class whose constructor raises
         raise pytest.UsageError(f"--impl={text!r}: setting up the target raised "
                                 f"{type(e).__name__}: {e}") from None
-    use_rule(rule, caps.pinned)
     cfg = Config(adapter, model, config.getoption("--dtype"),
                  config.getoption("--device"), config.getoption("--compute-dtype"),
                  config.getoption("--impl-timeout"), text)
@@ -179,9 +179,22 @@ def pytest_configure(config: pytest.Config) -> None:
     if not active(config):
         return
     settings.load_profile(os.environ.get("CONFORMANCE_PROFILE", "dev"))
-    _config(config)
+    cfg = _config(config)
+    from adamw_conformance.core import session
+
+    # Strategies and verdicts read the run's session; pytest_unconfigure ends it.
+    config.stash[_SESSION] = session.begin(cfg.model.rule_name, cfg.caps.pinned)
     if config.getoption("--report"):
         _start_report(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(_SESSION, None)
+    if run is not None:
+        from adamw_conformance.core import session
+
+        session.end(run)
+        del config.stash[_SESSION]
 
 
 def _start_report(config: pytest.Config) -> None:

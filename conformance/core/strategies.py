@@ -14,6 +14,7 @@ import numpy as np
 import sympy as sp
 import torch
 from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup
+from adamw_conformance.core import session
 from adamw_conformance.core.rules import L2_COUPLED
 from hypothesis import strategies as st
 
@@ -58,23 +59,6 @@ def regimes(lo: float = -12, hi: float = 12, zeros: bool = True) -> st.SearchStr
     )
 
 
-class _Active:
-    """The rule the session judges against (set by the plugin from --rule), and hyperparameter
-    values the target fixes: the strategies draw what that rule takes. Module state, because
-    @given strategies are built at import, before the options are known; read at draw time."""
-
-    rule: str = "adamw"
-    pinned: dict[str, float] = {}
-
-
-def use_rule(name: str, pinned: dict[str, float] | None = None) -> None:
-    _Active.rule, _Active.pinned = name, dict(pinned or {})
-
-
-def active_rule() -> str:
-    return _Active.rule
-
-
 #: Each hyperparameter of the spec, by name, over a wide range (momentum, dampening in [0, 1),
 #: [0, 1]; alpha, like beta2, close to 1). Drawn in this order, so an AdamW draw is the same
 #: whatever else the table holds.
@@ -100,22 +84,25 @@ _FIXED_BY_RULE = {"nesterov": {"dampening": 0.0}}
 def rule_hyper_names(rule: str | None = None) -> tuple[str, ...]:
     """The hyperparameters the rule takes, in drawing order (initial_lr is derived, not drawn)."""
     from adamw_conformance.spec import registry
-    names = set(registry.get(rule or _Active.rule).hyperparameter_names)
+    names = set(registry.get(rule or session.current().rule).hyperparameter_names)
     return tuple(n for n in _HYPER if n in names)
 
 
 def typical_hyper(rule: str | None = None) -> dict[str, float]:
     """Valid hyperparameters of the rule (its pinned values where the target fixes them)."""
-    rule = rule or _Active.rule
-    fixed = {**_FIXED_BY_RULE.get(rule, {}), **_Active.pinned}
+    rule = rule or session.current().rule
+    fixed = {**_FIXED_BY_RULE.get(rule, {}), **session.current().pinned}
     return {n: fixed.get(n, TYPICAL[n]) for n in rule_hyper_names(rule)}
 
 
 @st.composite
 def hyperparameters(draw: st.DrawFn, decay: bool = True) -> dict[str, float]:
     """Wide ranges: lr up to 1, eps 1e-12..1, wd up to 1, beta2 close to 1, large lr*wd; the
-    hyperparameters of the session's rule (`use_rule`), those the target fixes at its value."""
-    fixed = {**_FIXED_BY_RULE.get(_Active.rule, {}), **_Active.pinned}
+    hyperparameters of the session's rule (session.py), those the target fixes at its value.
+    The session is read at draw time: the strategies are built at import, before the options
+    are known."""
+    now = session.current()
+    fixed = {**_FIXED_BY_RULE.get(now.rule, {}), **now.pinned}
     out: dict[str, float] = {}
     for name in rule_hyper_names():
         if name in fixed:
@@ -124,7 +111,7 @@ def hyperparameters(draw: st.DrawFn, decay: bool = True) -> dict[str, float]:
             out[name] = 0.0
         else:
             out[name] = draw(_HYPER[name])
-    if 0 < out.get("weight_decay", 0.0) < 2.0**-64 and _Active.rule in L2_COUPLED:
+    if 0 < out.get("weight_decay", 0.0) < 2.0**-64 and now.rule in L2_COUPLED:
         # Known gap: under L2 coupling (wd theta)^2 underflows the bound engine's float64
         # evaluation (bound 0 for a nonzero exact v); such a decay is 0 in any float format.
         out["weight_decay"] = 0.0
@@ -194,7 +181,8 @@ STATE_RANGES = {"m": (-10, 8), "buf": (-10, 8), "gavg": (-10, 8), "v": (-20, 16)
 def _state_names(rule: str | None = None) -> tuple[str, ...]:
     """The rule's own state (vmax, AMSGrad's, comes with the amsgrad option)."""
     from adamw_conformance.spec import registry
-    return tuple(s.name for s in registry.get(rule or _Active.rule).state if s.name != "vmax")
+    return tuple(s.name for s in registry.get(rule or session.current().rule).state
+                 if s.name != "vmax")
 
 
 def first_step_creates_state() -> bool:
@@ -202,7 +190,7 @@ def first_step_creates_state() -> bool:
     first step): a replayed state then stands at t >= 2."""
     from adamw_conformance.spec import registry
     from adamw_conformance.spec.symbols import t as t_symbol
-    rule = registry.get(_Active.rule)
+    rule = registry.get(session.current().rule)
     return any(e.has(sp.Piecewise) and e.has(t_symbol) for e in rule.update.values())
 
 
