@@ -30,8 +30,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 if TYPE_CHECKING:  # the suite's modules import torch and SymPy: only when the suite runs
-    from adamw_conformance.core.drive import Config
-    from adamw_conformance.core.judge import Model
+    from adamw_conformance.core.config import Config
     from adamw_conformance.param_groups import GroupAudit
     from adamw_conformance.spec.conventions import Convention
 
@@ -117,9 +116,8 @@ def _config(config: pytest.Config) -> Config:
     cached = config.stash.get(_CONFIG, None)
     if cached is not None:
         return cached
-    from adamw_conformance.adapters.base import declared_orders
-    from adamw_conformance.core import rules
-    from adamw_conformance.core.drive import Config
+    from adamw_conformance.core import rules, variants
+    from adamw_conformance.core.config import Config
     from adamw_conformance.core.judge import Model
     from adamw_conformance.core.session import (
         WORKER_KEY,
@@ -131,8 +129,7 @@ def _config(config: pytest.Config) -> Config:
         read_xfails,
         xfails_file,
     )
-    from adamw_conformance.core.strategies import use_rule
-    from adamw_conformance.core.targets import TargetError, resolve
+    from adamw_conformance.core.targets import TargetError, capabilities, resolve
 
     plugin = config.stash[_SESSION]
     session = plugin.session
@@ -148,6 +145,7 @@ def _config(config: pytest.Config) -> Config:
                                                     config.invocation_params.dir),
                                         session.xfails)
         adapter = resolve(text, config.invocation_params.dir)
+        caps = capabilities(adapter)
         probe = lazy(lambda: _fingerprint(adapter, session.dtype, session.device,
                                           session.timeout, text))
         plugin.fingerprint = probe
@@ -158,10 +156,10 @@ def _config(config: pytest.Config) -> Config:
             convention = parse_conventions(given["conventions"])
             session.conventions_auto = given["conventions_auto"]
         else:
-            rule, session.rule_how = choose_rule(rule_option, adapter, probe)
+            rule, session.rule_how = choose_rule(rule_option, adapter, caps, probe)
             if conventions == "auto":
                 convention, session.conventions_auto, shown = _auto_conventions(probe, rule)
-                if shown and rule_option == rules.AUTO and not rules.declared(adapter):
+                if shown and rule_option == rules.AUTO and not rules.declared(caps):
                     # Nothing names the target's rule: judge the one its behaviour shows
                     # (optax.adam is Adam without decay, optax.sgd is SGD), not AdamW by default.
                     session.rule_how = ("auto: default; the target names no rule; its "
@@ -172,8 +170,10 @@ def _config(config: pytest.Config) -> Config:
             else:
                 convention = parse_conventions(conventions)
         session.rule, session.conventions = rule, convention.label()
-        model = _fixed_variant(Model(rule, convention, declared_orders=declared_orders(adapter)),
-                               adapter)
+        # An option fixed on in --impl ('torch.optim.AdamW(amsgrad=True)') is on in every test,
+        # so every test judges its spec variant, as a test's variant selects it.
+        model = variants.selected(Model(rule, convention, declared_orders=caps.orders),
+                                  caps.fixed)
         model.rule  # noqa: B018 - conventions on a non-Adam rule are a usage error, said now
     except OptionError as e:
         raise pytest.UsageError(str(e)) from None
@@ -182,7 +182,6 @@ def _config(config: pytest.Config) -> Config:
     except Exception as e:  # noqa: BLE001 - e.g. an adapter class whose constructor raises
         raise pytest.UsageError(f"--impl={text!r}: setting up the target raised "
                                 f"{type(e).__name__}: {e}") from None
-    use_rule(rule, getattr(adapter, "pinned", None))
     cfg = Config(adapter, model, session.dtype, session.device, session.compute_dtype,
                  session.timeout, text)
     config.stash[_CONFIG] = cfg
@@ -193,21 +192,6 @@ def _fingerprint(adapter: object, dtype: str, device: str, timeout: float, text:
     from adamw_conformance.tools.fingerprint import fingerprint
 
     return fingerprint(adapter, dtype, device, timeout, text)
-
-
-def _fixed_variant(model: Model, adapter: object) -> Model:
-    """The spec variant an option fixed on in --impl selects ('torch.optim.AdamW(amsgrad=True)'
-    runs AMSGrad in every test, so every test judges AMSGrad), as `variants.variant_config`
-    selects it for a drawn option."""
-    from adamw_conformance.core import rules
-
-    fixed = getattr(adapter, "fixed", None) or {}
-    if (fixed.get("amsgrad") is True and model.rule_name in rules.ADAM_FAMILY
-            and model.convention.amsgrad == "none"):
-        model = replace(model, convention=replace(model.convention, amsgrad="raw_max"))
-    if fixed.get("maximize") is True:
-        model = replace(model, maximize=True)
-    return model
 
 
 def _auto_conventions(probe: Callable[[], Any], rule: str) -> tuple[Convention, str, str | None]:
@@ -243,10 +227,12 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(e)) from None
     config.stash[_SESSION] = plugin
     config.pluginmanager.register(plugin, "adamw-conformance-session")
-    _config(config)
-    from adamw_conformance.core import session
+    cfg = _config(config)
+    from adamw_conformance.core import context, session
 
     session.start(plugin.session)
+    # Strategies and verdicts read the run's context; pytest_unconfigure ends it.
+    plugin.context = context.begin(cfg.model.rule_name, cfg.caps.pinned)
     if config.getoption("--report"):
         _start_report(config)
 
@@ -288,13 +274,16 @@ class SessionPlugin:
         self.xfails: list[str] = []
         self.findings = Findings()
         self.fingerprint: Callable[[], Any] | None = None
+        self.context: Any = None  # core.context's record of this run, begun once configured
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         """Leave no seed or session behind for a later session in this process (tests that
         run the suite in-process)."""
-        from adamw_conformance.core import session
+        from adamw_conformance.core import context, session
 
         session.start(None)
+        if self.context is not None:
+            context.end(self.context)
         if self.chose_seed:
             from hypothesis import core
 
@@ -324,11 +313,12 @@ class SessionPlugin:
             rep.longrepr = short_repr(item, excinfo)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from adamw_conformance.report.summary import catalogue_id, message_of
+        from adamw_conformance.core import catalogue
+        from adamw_conformance.report.summary import message_of
 
         if not report.failed or not self._in_suite(report.location[0]):
             return
-        self.findings.add(catalogue_id(report.location[0], report.nodeid), report.nodeid,
+        self.findings.add(catalogue.of(report.nodeid), report.nodeid,
                           message_of(report.longreprtext))
 
     def _in_suite(self, location: str) -> bool:
@@ -403,7 +393,7 @@ def _start_report(config: pytest.Config) -> None:
     except OptionError as e:
         raise pytest.UsageError(str(e)) from None
     plugin = config.stash[_SESSION]
-    report = ReportPlugin(config, name, directory, catalogue_id, lambda: _config(config))
+    report = ReportPlugin(config, name, directory, lambda: _config(config))
     report.fingerprinter = lambda *args, **kwargs: plugin.fingerprint()
     report.root_cause = plugin.root_cause
     report.judged_under = plugin.judged_under
@@ -430,17 +420,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
-def catalogue_id(item: pytest.Item) -> str:
-    """'exact.one_step' for conformance/test_exact.py::test_one_step[...]."""
-    module = Path(str(item.fspath)).stem.removeprefix("test_")
-    name = item.originalname if hasattr(item, "originalname") else item.name
-    return f"{module}.{name.removeprefix('test_')}"
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not active(config):
         return
-    from adamw_conformance.core import rules
+    from adamw_conformance.core import catalogue, rules
 
     cfg = _config(config)
     if cfg.device.startswith("cuda"):
@@ -451,7 +434,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             for item in items:
                 item.add_marker(skip)
     for item in items:
-        reason = rules.not_applicable(catalogue_id(item), cfg.model.rule_name)
+        reason = rules.not_applicable(catalogue.of(item), cfg.model.rule_name)
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
     path = config.getoption("--xfails")
@@ -460,7 +443,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     entries = config.stash[_SESSION].xfails
     used = set()
     for item in items:
-        keys = {item.nodeid, item.name, catalogue_id(item)}
+        keys = {item.nodeid, item.name, catalogue.of(item)}
         for entry in entries:
             if entry in keys or item.nodeid.endswith(entry):
                 item.add_marker(pytest.mark.xfail(reason=f"listed in {path}", strict=False))

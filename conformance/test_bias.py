@@ -6,23 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from adamw_conformance.adapters.base import (
-    NO_NONE_GRADS,
-    GroupSetup,
-    ParamState,
-    Setup,
-    takes_none_grads,
-)
-from adamw_conformance.core.drive import (
-    can_replay,
-    create,
-    failure,
-    judge_step,
-    prepare,
-    read_states,
-    reproduction,
-    step,
-)
+from adamw_conformance.adapters.base import NO_NONE_GRADS, GroupSetup, ParamState, Setup
+from adamw_conformance.core import calls, checks, replay
 from adamw_conformance.core.strategies import hyperparameters, log_uniform, regimes, step_cases
 from hypothesis import given
 from hypothesis import strategies as st
@@ -40,11 +25,11 @@ def test_step_one(cfg, data):
     """
     case = data.draw(step_cases(cfg.dtype, cfg.device, fresh=True), label="case")
     params = [p for g in case.setup.groups for p in g.params]
-    run = create(cfg, case.setup)
-    outcome = judge_step(cfg, run, params, case.states, case.grads, [case.hyper])
-    assert not outcome.mismatches, failure(
+    run = calls.create(cfg, case.setup)
+    outcome = checks.judge_step(cfg, run, params, case.states, case.grads, [case.hyper])
+    assert not outcome.mismatches, checks.failure(
         "bias.step_one", cfg, outcome, [case.hyper], 1, note="first step from a fresh state",
-        repro=reproduction(cfg, "bias.step_one"))
+        repro=checks.reproduction(cfg, "bias.step_one"))
 
 
 # --- bias.counter -----------------------------------------------------------------------------
@@ -88,11 +73,11 @@ def test_counter(cfg, part, data):
     """
     n = _LIMITS[part]
     if n is None:
-        if not takes_none_grads(cfg.adapter):
+        if not cfg.caps.none_grads:
             pytest.skip(f"{cfg.adapter.name} {NO_NONE_GRADS}")
         _late_start(cfg, data)
     else:
-        if not can_replay(cfg):
+        if not replay.can_replay(cfg):
             pytest.skip(f"{cfg.adapter.name}: its state cannot be read and written, so the "
                         f"stored counter cannot be put near 2^{n}")
         _past(cfg, data, n)
@@ -107,12 +92,12 @@ def _late_start(cfg, data) -> None:
     rng = np.random.default_rng(seed)
     theta = [rt.sample(rng, (_N,), cfg.dtype) for _ in range(2)]
     setup = Setup([GroupSetup(theta, hyper)], cfg.dtype, cfg.device)
-    run = create(cfg, setup)
+    run = calls.create(cfg, setup)
     for _ in range(k):
-        step(cfg, run, [rg.sample(rng, (_N,), cfg.dtype), None])
+        calls.step(cfg, run, [rg.sample(rng, (_N,), cfg.dtype), None])
     convention = cfg.model.convention.counter
     t_late = _expected_first_t(convention, k)
-    first = read_states(run, 1)  # parameter 0's state; None where the target hides it
+    first = replay.read_states(run, 1)  # parameter 0's state; None where the target hides it
     for j in range(2):
         before = run.params()
         if j == 0:
@@ -120,18 +105,18 @@ def _late_start(cfg, data) -> None:
             # The group-mate's state is unknown where the target hides it: not judged then.
             mate = replace(first[0], step=k) if first is not None else None
         else:
-            states = read_states(run, 2)
+            states = replay.read_states(run, 2)
             if states is None:
                 break  # state unreadable: the first step, from a fresh state, was the check
             mate, late = replace(states[0], step=k + 1), replace(states[1], step=t_late)
         grads = [rg.sample(rng, (_N,), cfg.dtype) for _ in range(2)]
-        outcome = judge_step(cfg, run, before, [mate, late], grads, [hyper, hyper])
-        assert not outcome.mismatches, failure(
+        outcome = checks.judge_step(cfg, run, before, [mate, late], grads, [hyper, hyper])
+        assert not outcome.mismatches, checks.failure(
             "bias.counter", cfg, outcome, [hyper, hyper], t_late + j,
             note=f"parameter 1 had no gradient for the first {k} steps; this is its "
                  f"{'first' if j == 0 else 'second'} gradient step, at its t={t_late + j} under "
                  f"the '{convention}' counter convention (parameter 0 is at t={k + 1 + j})",
-            repro=reproduction(cfg, "bias.counter"))
+            repro=checks.reproduction(cfg, "bias.counter"))
 
 
 def _past(cfg, data, n: int) -> None:
@@ -152,20 +137,20 @@ def _past(cfg, data, n: int) -> None:
     state = ParamState(r["m"].sample(rng, (_N,), cfg.dtype),
                        np.abs(r["v"].sample(rng, (_N,), cfg.dtype)), 2**n - 2)
     setup = Setup([GroupSetup([theta], hyper)], cfg.dtype, cfg.device)
-    run = prepare(cfg, setup, [theta], [state])
+    run = replay.prepare(cfg, setup, [theta], [state])
     assert run is not None
     before = [theta]
     for j in range(_AROUND):
         t = 2**n - 1 + j
         g = r["g"].sample(rng, (_N,), cfg.dtype)
-        outcome = judge_step(cfg, run, before, [state], [g], [hyper])
+        outcome = checks.judge_step(cfg, run, before, [state], [g], [hyper])
         stored = outcome.states[0].step if outcome.states else None
-        assert not outcome.mismatches, failure(
+        assert not outcome.mismatches, checks.failure(
             "bias.counter", cfg, outcome, [hyper], t,
             note=f"the counter was put at {2**n - 2} and advanced {j + 1} time(s); the "
                  f"target's stored counter now reads {stored}, the spec's t is {t} "
                  f"({which} = 1 - {x:.3g} * 2^-{n} makes 1 - beta^t depend on t)",
-            repro=reproduction(cfg, "bias.counter"))
+            repro=checks.reproduction(cfg, "bias.counter"))
         before = outcome.params
         # Replay the target's own moments, but at the suite's count of t.
         state = replace(outcome.states[0], step=t)

@@ -10,22 +10,9 @@ import mpmath
 import numpy as np
 import pytest
 from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup
-from adamw_conformance.core.drive import (
-    Config,
-    bit_difference,
-    can_replay,
-    create,
-    failure,
-    judge_step,
-    prepare,
-    read_states,
-    reproduction,
-    same_bits,
-    step,
-    trajectory,
-    with_schedule_base,
-)
-from adamw_conformance.core.judge import Model, compare, format_hyper
+from adamw_conformance.core import bits, calls, checks, replay, trajectory
+from adamw_conformance.core.config import Config
+from adamw_conformance.core.judge import Model, format_hyper
 from adamw_conformance.core.strategies import (
     Regime,
     hyperparameters,
@@ -77,12 +64,6 @@ def closer_to_l2(cfg: Config, theta0: np.ndarray, grads: Sequence[np.ndarray],
     return bool(votes) and sum(votes) > len(votes) / 2
 
 
-def fail(message: str) -> None:
-    """Fail with the property's message (Hypothesis appends the falsifying example)."""
-    __tracebackhide__ = True
-    raise AssertionError(message)
-
-
 def _one_param(cfg: Config, theta0: np.ndarray, hyper: dict[str, float]) -> Setup:
     return Setup([GroupSetup([theta0], hyper)], cfg.dtype, cfg.device)
 
@@ -98,31 +79,31 @@ def test_decay_only(cfg, hyper, theta, shape, seed):
     rng = np.random.default_rng(seed)
     theta0 = theta.sample(rng, shape, cfg.dtype)
     zero = np.zeros_like(theta0)
-    judged = with_schedule_base(cfg.model, hyper, hyper["lr"])
-    run = create(cfg, _one_param(cfg, theta0, hyper))
-    outcome = judge_step(cfg, run, [theta0], [ParamState(zero, zero, 0)], [zero], [judged])
+    judged = checks.with_schedule_base(cfg.model, hyper, hyper["lr"])
+    run = calls.create(cfg, _one_param(cfg, theta0, hyper))
+    outcome = checks.judge_step(cfg, run, [theta0], [ParamState(zero, zero, 0)], [zero], [judged])
     where = (f"  hyperparameters: {format_hyper(hyper)}; shape {shape}, seed {seed}\n"
-             f"  reproduce: {reproduction(cfg, 'decouple.decay_only')}")
+             f"  reproduce: {checks.reproduction(cfg, 'decouple.decay_only')}")
     if outcome.states is not None:
         moved = {k: x for k, x in outcome.states[0].as_mapping().items() if np.any(x != 0)}
         if moved:
-            fail(
+            checks.fail(
             f"decouple.decay_only: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): after one "
             f"step with an all-zero gradient from fresh state, "
-            + ", ".join(f"{k} is not zero ({bit_difference(x, np.zeros_like(x))})"
+            + ", ".join(f"{k} is not zero ({bits.difference(x, np.zeros_like(x))})"
                         for k, x in moved.items())
             + f".\n  {COUPLED}.\n{where}")
     if outcome.mismatches:
         got = outcome.params[0]
         if closer_to_l2(cfg, theta0, [zero], judged, got):
             note = COUPLED
-        elif same_bits(got, theta0):
+        elif bits.same(got, theta0):
             note = ("the parameters did not move: the zero gradient was skipped like a missing "
                     "one, but a zero gradient is a real step and still decays")
         else:
             note = "the decay of a zero-gradient step is not theta * (1 - lr * weight_decay)"
-        fail(failure("decouple.decay_only", cfg, outcome, [judged], 1, note=note,
-                     repro=reproduction(cfg, "decouple.decay_only")))
+        checks.fail(checks.failure("decouple.decay_only", cfg, outcome, [judged], 1, note=note,
+                                   repro=checks.reproduction(cfg, "decouple.decay_only")))
 
 
 @given(hyper=hyperparameters(),
@@ -144,26 +125,26 @@ def test_moments(cfg, hyper, other, theta, g, n_steps, seed):
     rng = np.random.default_rng(seed)
     theta0 = theta.sample(rng, (32,), cfg.dtype)
     grads = [g.sample(rng, (32,), cfg.dtype) for _ in range(n_steps)]
-    runs = [create(cfg, _one_param(cfg, theta0, h)) for h in (hyper, hyper_b)]
+    runs = [calls.create(cfg, _one_param(cfg, theta0, h)) for h in (hyper, hyper_b)]
     wds = f"weight_decay={hyper['weight_decay']!r} vs {other!r}"
     where = (f"  hyperparameters: {format_hyper(hyper)} (other run: weight_decay={other!r}); "
-             f"seed {seed}\n  reproduce: {reproduction(cfg, 'decouple.moments')}")
+             f"seed {seed}\n  reproduce: {checks.reproduction(cfg, 'decouple.moments')}")
     readable = True
     for k, grad in enumerate(grads):
         for run in runs:
-            step(cfg, run, [grad])
-        sa, sb = read_states(runs[0], 1), read_states(runs[1], 1)
+            calls.step(cfg, run, [grad])
+        sa, sb = replay.read_states(runs[0], 1), replay.read_states(runs[1], 1)
         if sa is None or sb is None:
             readable = False  # judged by behaviour below, after every step was taken
             continue
         a, b = sa[0], sb[0]
         diffs = [f"{name} ({_versus(x, y, hyper['weight_decay'], other)})" for name, x, y in
                  (("m", a.m, b.m), ("v", a.v, b.v), ("vmax", a.vmax, b.vmax))
-                 if x is not None and y is not None and not same_bits(x, y)]
+                 if x is not None and y is not None and not bits.same(x, y)]
         if a.step != b.step:
             diffs.append(f"step counter ({a.step} vs {b.step})")
         if diffs:
-            fail(
+            checks.fail(
             f"decouple.moments: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): the same "
             f"gradients with {wds} give different optimizer state after step t={k + 1}: "
             + "; ".join(diffs) + f".\n  {COUPLED}.\n{where}")
@@ -171,14 +152,13 @@ def test_moments(cfg, hyper, other, theta, g, n_steps, seed):
         return
     # Behaviour only: each run against its own exact trajectory, within the propagated bound.
     for run, h in zip(runs, (hyper, hyper_b), strict=True):
-        judged = with_schedule_base(cfg.model, h, h["lr"])
+        judged = checks.with_schedule_base(cfg.model, h, h["lr"])
         got = run.params()[0]
-        exact, bnd = trajectory(cfg.model, cfg.precision(), theta0, grads, judged)
-        bad = compare("theta", got, exact["theta"], bnd, cfg.dtype)
+        bad = trajectory.mismatch(cfg, theta0, grads, judged, got)
         if bad is not None:
             note = (COUPLED if closer_to_l2(cfg, theta0, grads, judged, got) else
                     "the runs differ by more than the exact difference of their decays")
-            fail(
+            checks.fail(
                 f"decouple.moments: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): its state "
                 f"is not readable, so the two runs ({wds}) were judged by their parameters: "
                 f"after {n_steps} steps the run with weight_decay={h['weight_decay']!r} is off "
@@ -219,7 +199,7 @@ def test_uniform(cfg, hyper, theta, hist, gs, t, seed):
     shape = (32,)
     theta0 = theta.sample(rng, shape, cfg.dtype)
     grads = [r.sample(rng, shape, cfg.dtype) for r in gs]
-    if can_replay(cfg):
+    if replay.can_replay(cfg):
         states = [replace(history(r, cfg.dtype, rng, shape), step=t - 1) for r in hist]
         story = f"replayed states of gradient histories {hist[0]} and {hist[1]}, t={t}"
     else:
@@ -230,11 +210,11 @@ def test_uniform(cfg, hyper, theta, hist, gs, t, seed):
     after, exact, bounds = [], [], []
     for h in (hyper, hyper0):
         setup = Setup([GroupSetup([theta0, theta0.copy()], h)], cfg.dtype, cfg.device)
-        run = prepare(cfg, setup, [theta0, theta0], states)
+        run = replay.prepare(cfg, setup, [theta0, theta0], states)
         assert run is not None, "can_replay() promised a writable state"
-        step(cfg, run, grads)
+        calls.step(cfg, run, grads)
         after.append(run.params())
-        judged = with_schedule_base(cfg.model, h, h["lr"])
+        judged = checks.with_schedule_base(cfg.model, h, h["lr"])
         sdtype = states_dtype(run)
         per = [cfg.model.expect(theta0, grads[i], states[i].as_mapping(), judged,
                                 states[i].step + 1, cfg.precision(sdtype)) for i in range(2)]
@@ -255,10 +235,10 @@ def test_uniform(cfg, hyper, theta, hist, gs, t, seed):
         other = 1 - i
         d_other = _exact_diff(after[0][other], after[1][other])[idx]
         state = states[i]
-        judged = with_schedule_base(cfg.model, hyper, hyper["lr"])
+        judged = checks.with_schedule_base(cfg.model, hyper, hyper["lr"])
         l2 = closer_to_l2(cfg, theta0, [grads[i]], judged, after[0][i], state.as_mapping(),
                           state.step + 1)
-        fail(
+        checks.fail(
             f"decouple.uniform: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): the decay part "
             f"of one step (theta with weight_decay={hyper['weight_decay']!r} minus theta with "
             f"weight_decay=0, same state and gradient) is not AdamW's.\n"
@@ -270,11 +250,11 @@ def test_uniform(cfg, hyper, theta, hist, gs, t, seed):
             f"decay part {_fmt(d_other)}: decoupled decay is the same for both.\n"
             + (f"  {COUPLED}.\n" if l2 else "")
             + f"  histories: {story}\n  hyperparameters: {format_hyper(hyper)}; seed {seed}\n"
-            f"  reproduce: {reproduction(cfg, 'decouple.uniform')}")
+            f"  reproduce: {checks.reproduction(cfg, 'decouple.uniform')}")
 
 
 def states_dtype(run) -> str | None:
-    states = read_states(run, 2)
+    states = replay.read_states(run, 2)
     return states[0].dtype if states else None
 
 
@@ -290,11 +270,8 @@ def _exact_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _versus(a: np.ndarray, b: np.ndarray, wd_a: float, wd_b: float) -> str:
     """Where two runs' state first differs, labelled by their weight_decay."""
-    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
-    diff = np.flatnonzero(a.view(np.int64) != b.view(np.int64))
-    i = int(diff[0])
-    return (f"{diff.size} of {a.size} elements differ; first at index {i}: {a[i]!r} with "
-            f"weight_decay={wd_a!r}, {b[i]!r} with weight_decay={wd_b!r}")
+    return bits.difference(a, b, f"{{a!r}} with weight_decay={wd_a!r}, "
+                                 f"{{b!r}} with weight_decay={wd_b!r}")
 
 
 def _fmt(x: mpmath.mpf | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from adamw_conformance.core.drive import can_replay, failure, judge_step, prepare, reproduction
+from adamw_conformance.core import checks, replay
 from adamw_conformance.core.precision import LOW_DTYPES as LOW
 from adamw_conformance.core.precision import compute_verdict, within_compute
 from adamw_conformance.core.strategies import representable, step_cases
@@ -29,7 +29,7 @@ def test_precision(cfg, record_property):
     if cfg.dtype not in LOW:
         pytest.skip(f"dtype.precision is about bfloat16/float16 parameters; --dtype={cfg.dtype} "
                     "is judged at its own precision by exact.one_step")
-    fresh = None if can_replay(cfg) else True
+    fresh = None if replay.can_replay(cfg) else True
     has_m = {"m", "beta1"} <= {s.name for s in (*cfg.model.rule.state,
                                                 *cfg.model.rule.hyperparameters)}
     seen = {"steps": 0, "float32": 0, cfg.dtype: 0}
@@ -51,12 +51,13 @@ def test_precision(cfg, record_property):
             assume(bool(np.all(np.isfinite(g))))
             case.grads = [g]
         params = [p for g in case.setup.groups for p in g.params]
-        run = prepare(cfg, case.setup, params, case.states)
+        run = replay.prepare(cfg, case.setup, params, case.states)
         assert run is not None
-        outcome = judge_step(cfg, run, params, case.states, case.grads, [case.hyper])
-        assert not outcome.mismatches, failure(
+        outcome = checks.judge_step(cfg, run, params, case.states, case.grads, [case.hyper])
+        assert not outcome.mismatches, checks.failure(
             "dtype.precision", cfg, outcome, [case.hyper], case.states[0].step + 1,
-            note=f"declared precision {declared}", repro=reproduction(cfg, "dtype.precision"))
+            note=f"declared precision {declared}",
+            repro=checks.reproduction(cfg, "dtype.precision"))
         seen["steps"] += 1
         for compute in ("float32", cfg.dtype):
             seen[compute] += within_compute(cfg, cfg.model, params, case.states, case.grads,

@@ -4,45 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from adamw_conformance.core.drive import (
-    can_replay,
-    create,
-    failure,
-    judge_step,
-    prepare,
-    reproduction,
-    step,
-    trajectory,
-)
-from adamw_conformance.core.judge import compare
+from adamw_conformance.core import calls, checks, replay, trajectory, variants
 from adamw_conformance.core.strategies import hyperparameters, regimes, step_cases
-from adamw_conformance.core.variants import VARIANTS, variant_config
 from hypothesis import given
 from hypothesis import strategies as st
 
 pytestmark = pytest.mark.catalogue("exact")
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", variants.VARIANTS)
 @given(data=st.data())
 def test_one_step(cfg, variant, data):
     """From a reachable state and gradient, theta', m', v' are within B of the oracle."""
-    vcfg = variant_config(cfg, variant)
-    fresh = None if can_replay(vcfg) else True
-    case = data.draw(step_cases(vcfg.dtype, vcfg.device, vcfg.options(**variant_options(variant)),
+    vcfg = variants.variant_config(cfg, variant)
+    fresh = None if replay.can_replay(vcfg) else True
+    case = data.draw(step_cases(vcfg.dtype, vcfg.device, vcfg.options(**variants.options(variant)),
                                 fresh=fresh), label="case")
     params = [p for g in case.setup.groups for p in g.params]
-    run = prepare(vcfg, case.setup, params, case.states)
+    run = replay.prepare(vcfg, case.setup, params, case.states)
     assert run is not None
-    outcome = judge_step(vcfg, run, params, case.states, case.grads, [case.hyper])
-    assert not outcome.mismatches, failure(
+    outcome = checks.judge_step(vcfg, run, params, case.states, case.grads, [case.hyper])
+    assert not outcome.mismatches, checks.failure(
         "exact.one_step", vcfg, outcome, [case.hyper], case.states[0].step + 1,
-        note=f"variant {variant}", repro=reproduction(vcfg, "exact.one_step"))
-
-
-def variant_options(variant: str) -> dict:
-    return {"amsgrad": True} if variant == "amsgrad" else (
-        {"maximize": True} if variant == "maximize" else {})
+        note=f"variant {variant}", repro=checks.reproduction(vcfg, "exact.one_step"))
 
 
 @given(hyper=hyperparameters(), theta=regimes(-4, 4, zeros=False), g=regimes(-8, 4),
@@ -54,13 +38,12 @@ def test_trajectory(cfg, hyper, theta, g, steps, seed):
     rng = np.random.default_rng(seed)
     theta0 = theta.sample(rng, (64,), cfg.dtype)
     grads = [g.sample(rng, (64,), cfg.dtype) for _ in range(steps)]
-    run = create(cfg, Setup([GroupSetup([theta0], hyper)], cfg.dtype, cfg.device))
+    run = calls.create(cfg, Setup([GroupSetup([theta0], hyper)], cfg.dtype, cfg.device))
     for grad in grads:
-        step(cfg, run, [grad])
+        calls.step(cfg, run, [grad])
     got = run.params()[0]
-    exact, bnd = trajectory(cfg.model, cfg.precision(), theta0, grads, hyper)
-    bad = compare("theta", got, exact["theta"], bnd, cfg.dtype)
+    bad = trajectory.mismatch(cfg, theta0, grads, hyper, got)
     assert bad is None, (
         f"exact.trajectory: {cfg.adapter.name} after {steps} steps from fresh state: "
         f"{bad.describe()}\n  hyperparameters: {hyper}\n  reproduce: "
-        f"{reproduction(cfg, 'exact.trajectory')}")
+        f"{checks.reproduction(cfg, 'exact.trajectory')}")

@@ -8,32 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from adamw_conformance.adapters.base import (
-    NO_NONE_GRADS,
-    GroupSetup,
-    ParamState,
-    Run,
-    Setup,
-    takes_none_grads,
-)
-from adamw_conformance.core import record
-from adamw_conformance.core.drive import (
-    Config,
-    bit_difference,
-    can_replay,
-    create,
-    fail,
-    failure,
-    judge_step,
-    judge_values,
-    prepare,
-    read_each_state,
-    reproduction,
-    same_bits,
-    step,
-    trajectory,
-    with_schedule_base,
-)
+from adamw_conformance.adapters.base import NO_NONE_GRADS, GroupSetup, ParamState, Run, Setup
+from adamw_conformance.core import bits, calls, checks, record, replay, trajectory
+from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import compare, format_hyper
 from adamw_conformance.core.strategies import (
     first_step_creates_state,
@@ -90,7 +67,7 @@ def whose_hyper(cfg: Config, i: int, k_own: int, hypers: Sequence[dict[str, floa
             candidates.insert(0, (f"group {k}'s weight_decay",
                                   {**own, "weight_decay": h["weight_decay"]}))
         for what, cand in candidates:
-            judged = with_schedule_base(cfg.model, cand, cand["lr"])
+            judged = checks.with_schedule_base(cfg.model, cand, cand["lr"])
             exact, bnd = cfg.model.expect(before, g, state.as_mapping(), judged, state.step + 1,
                                           cfg.precision(sdtype))
             with record.suspended():
@@ -125,17 +102,18 @@ def test_no_decay(cfg, hypers, plain, theta, g, m, v, t, seed):
     rng = np.random.default_rng(seed)
     params = [theta.sample(rng, s, cfg.dtype) for s in _ND_SHAPES]
     grads = [g.sample(rng, s, cfg.dtype) for s in _ND_SHAPES]
-    if can_replay(cfg):
+    if replay.can_replay(cfg):
         t = max(t, 2) if first_step_creates_state() else t
         states = [sample_state(state_regimes(m, v), rng, s, cfg.dtype, t - 1)
                   for s in _ND_SHAPES]
     else:
         states = [ParamState(np.zeros(s), np.zeros(s), 0) for s in _ND_SHAPES]
     setup = layout(_ND_SHAPES, _ND_GROUP_OF, params, hypers, cfg)
-    run = prepare(cfg, setup, params, states)
+    run = replay.prepare(cfg, setup, params, states)
     assert run is not None, "can_replay() promised a writable state"
-    per_param = [with_schedule_base(cfg.model, hypers[k], hypers[k]["lr"]) for k in _ND_GROUP_OF]
-    outcome = judge_step(cfg, run, params, states, grads, per_param)
+    per_param = [checks.with_schedule_base(cfg.model, hypers[k], hypers[k]["lr"])
+                 for k in _ND_GROUP_OF]
+    outcome = checks.judge_step(cfg, run, params, states, grads, per_param)
     if outcome.mismatches:
         i = outcome.mismatches[0][0]
         k = _ND_GROUP_OF[i]
@@ -145,10 +123,10 @@ def test_no_decay(cfg, hypers, plain, theta, g, m, v, t, seed):
         if not hint and k == plain:
             hint = (f"parameter {i} is in group {k}, whose weight_decay is 0: it must get the "
                     f"plain Adam step")
-        fail(failure("groups.no_decay", cfg, outcome, per_param, states[0].step + 1,
-                     note=f"{hint + '; ' if hint else ''}groups: "
-                          f"{describe_groups(hypers, _ND_GROUP_OF)}",
-                     repro=reproduction(cfg, "groups.no_decay")))
+        checks.fail(checks.failure(
+            "groups.no_decay", cfg, outcome, per_param, states[0].step + 1,
+            note=f"{hint + '; ' if hint else ''}groups: {describe_groups(hypers, _ND_GROUP_OF)}",
+            repro=checks.reproduction(cfg, "groups.no_decay")))
 
 
 # groups.none_grad: two groups, four parameters; each step some have no gradient, some a zero one.
@@ -184,8 +162,8 @@ def _state_changes(a: ParamState | None, b: ParamState | None, counter: bool) ->
     if a is None or b is None:
         return ["its optimizer state was " + ("created" if a is None else "removed")]
     am, bm = a.as_mapping(), b.as_mapping()
-    out = [f"{name} changed ({bit_difference(bm[name], am[name])})"
-           for name in am if name in bm and not same_bits(am[name], bm[name])]
+    out = [f"{name} changed ({bits.difference(bm[name], am[name])})"
+           for name in am if name in bm and not bits.same(am[name], bm[name])]
     if counter and a.step != b.step:
         out.append(f"its step counter moved from {a.step} to {b.step}")
     return out
@@ -203,36 +181,37 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
     gradient), and its counter must advance; where the state is not readable, the parameters are
     judged at the end against their exact trajectories.
     """
-    if not takes_none_grads(cfg.adapter):
+    if not cfg.caps.none_grads:
         pytest.skip(f"{cfg.adapter.name} {NO_NONE_GRADS}")
     rng = np.random.default_rng(seed)
     n = len(_NG_SHAPES)
     params0 = [theta.sample(rng, s, cfg.dtype) for s in _NG_SHAPES]
-    run = create(cfg, layout(_NG_SHAPES, _NG_GROUP_OF, params0, hypers, cfg))
-    per_param = [with_schedule_base(cfg.model, hypers[k], hypers[k]["lr"]) for k in _NG_GROUP_OF]
+    run = calls.create(cfg, layout(_NG_SHAPES, _NG_GROUP_OF, params0, hypers, cfg))
+    per_param = [checks.with_schedule_base(cfg.model, hypers[k], hypers[k]["lr"])
+                 for k in _NG_GROUP_OF]
     per_counter = cfg.model.convention.counter == "parameter"
     stepped = [False] * n
     history: list[list[np.ndarray]] = [[] for _ in range(n)]
     where = (f"  schedule: {sched!r}\n  groups: {describe_groups(hypers, _NG_GROUP_OF)}; seed "
-             f"{seed}\n  reproduce: {reproduction(cfg, 'groups.none_grad')}")
+             f"{seed}\n  reproduce: {checks.reproduction(cfg, 'groups.none_grad')}")
     for k, row in enumerate(sched.kinds):
         grads = [None if kind == "none" else
                  np.zeros(s) if kind == "zero" else g.sample(rng, s, cfg.dtype)
                  for kind, s in zip(row, _NG_SHAPES, strict=True)]
-        before, bst = run.params(), read_each_state(run, n)
-        step(cfg, run, grads)
-        after, ast = run.params(), read_each_state(run, n)
+        before, bst = run.params(), replay.read_each_state(run, n)
+        calls.step(cfg, run, grads)
+        after, ast = run.params(), replay.read_each_state(run, n)
         for i, grad in enumerate(grads):
             if grad is not None:
                 continue
-            changes = ([] if same_bits(after[i], before[i]) else
-                       [f"its value changed ({bit_difference(after[i], before[i])})"])
+            changes = ([] if bits.same(after[i], before[i]) else
+                       [f"its value changed ({bits.difference(after[i], before[i])})"])
             changes += _state_changes(bst[i], ast[i], per_counter)
             if changes:
-                fail(f"groups.none_grad: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): "
-                     f"parameter {i} had no gradient (grad is None) at step {k + 1}, yet "
-                     + "; ".join(changes) + ". A parameter without gradient must be left "
-                     f"alone: no decay, no state update.\n{where}")
+                checks.fail(f"groups.none_grad: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): "
+                            f"parameter {i} had no gradient (grad is None) at step {k + 1}, yet "
+                            + "; ".join(changes) + ". A parameter without gradient must be left "
+                            f"alone: no decay, no state update.\n{where}")
         known: list[ParamState | None] = []
         for i in range(n):
             if bst[i] is not None:
@@ -241,40 +220,42 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
                 known.append(ParamState(np.zeros(_NG_SHAPES[i]), np.zeros(_NG_SHAPES[i]), 0))
             else:
                 known.append(None)
-        outcome = judge_values(cfg, after, ast, before, known, grads, per_param)
+        outcome = checks.judge_values(cfg, after, ast, before, known, grads, per_param)
         if outcome.mismatches:
             i = outcome.mismatches[0][0]
             note = (f"parameter {i} had an all-zero gradient: a zero gradient is a real step "
                     f"(the moments decay, the counter advances, weight decay applies)"
                     if row[i] == "zero" else f"parameter {i} had a gradient")
-            fail(failure("groups.none_grad", cfg, outcome, per_param, k + 1, note=note)
-                 + "\n" + where)
+            checks.fail(
+                checks.failure("groups.none_grad", cfg, outcome, per_param, k + 1, note=note)
+                + "\n" + where)
         for i, grad in enumerate(grads):
             if grad is None:
                 continue
             if per_counter and known[i] is not None and ast[i] is not None \
                     and ast[i].step != known[i].step + 1:
-                fail(f"groups.none_grad: {cfg.adapter.name}: parameter {i} had "
-                     f"{'an all-zero' if row[i] == 'zero' else 'a'} gradient at step {k + 1} "
-                     f"but its step counter went from {known[i].step} to {ast[i].step}, not "
-                     f"{known[i].step + 1}: a zero gradient is a real step, not a missing one."
-                     f"\n{where}")
+                checks.fail(
+                    f"groups.none_grad: {cfg.adapter.name}: parameter {i} had "
+                    f"{'an all-zero' if row[i] == 'zero' else 'a'} gradient at step {k + 1} "
+                    f"but its step counter went from {known[i].step} to {ast[i].step}, not "
+                    f"{known[i].step + 1}: a zero gradient is a real step, not a missing one."
+                    f"\n{where}")
             stepped[i] = True
             history[i].append(grad)
-    if any(s is not None for s in read_each_state(run, n)) or not per_counter:
+    if any(s is not None for s in replay.read_each_state(run, n)) or not per_counter:
         return
     # State not readable: each parameter against its own exact trajectory (its own steps only).
     final = run.params()
     for i in range(n):
         if not history[i]:
             continue
-        exact, bnd = trajectory(cfg.model, cfg.precision(), params0[i], history[i], per_param[i])
-        bad = compare("theta", final[i], exact["theta"], bnd, cfg.dtype)
+        bad = trajectory.mismatch(cfg, params0[i], history[i], per_param[i], final[i])
         if bad is not None:
-            fail(f"groups.none_grad: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): after "
-                 f"the schedule, parameter {i} is off the exact trajectory of its own "
-                 f"{len(history[i])} steps (zero gradients counted as steps, missing ones "
-                 f"not): {bad.describe()}\n{where}")
+            checks.fail(
+                f"groups.none_grad: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): after "
+                f"the schedule, parameter {i} is off the exact trajectory of its own "
+                f"{len(history[i])} steps (zero gradients counted as steps, missing ones "
+                f"not): {bad.describe()}\n{where}")
 
 
 # groups.order: three groups; parameters and groups permuted between two runs.
@@ -304,39 +285,40 @@ def test_order(cfg, hypers, order, inner, theta, g, n_steps, missing, seed):
     is elementwise, so nothing may depend on where a parameter sits (PyTorch's loop, foreach and
     fused paths all are).
     """
-    if not takes_none_grads(cfg.adapter):
+    if not cfg.caps.none_grads:
         missing = [False] * len(missing)  # every parameter has a gradient
     rng = np.random.default_rng(seed)
     params = [theta.sample(rng, s, cfg.dtype) for s in _OR_SHAPES]
     perm = _permuted(order, inner)  # perm[j] = original index of the permuted run's parameter j
-    run_a = create(cfg, layout(_OR_SHAPES, _OR_GROUP_OF, params, hypers, cfg))
+    run_a = calls.create(cfg, layout(_OR_SHAPES, _OR_GROUP_OF, params, hypers, cfg))
     groups_b = [GroupSetup([params[i] for i in perm if _OR_GROUP_OF[i] == k], hypers[k])
                 for k in order]
-    run_b = create(cfg, Setup(groups_b, cfg.dtype, cfg.device))
+    run_b = calls.create(cfg, Setup(groups_b, cfg.dtype, cfg.device))
     n = len(params)
     where = (f"  groups: {describe_groups(hypers, _OR_GROUP_OF)}\n  permuted run: groups in "
              f"order {list(order)}, parameters created in order {perm}; seed {seed}\n"
-             f"  reproduce: {reproduction(cfg, 'groups.order')}")
+             f"  reproduce: {checks.reproduction(cfg, 'groups.order')}")
     for k in range(n_steps):
         grads = [None if (missing[i] and k == 0) else g.sample(rng, s, cfg.dtype)
                  for i, s in enumerate(_OR_SHAPES)]
-        step(cfg, run_a, grads)
-        step(cfg, run_b, [grads[i] for i in perm])
+        calls.step(cfg, run_a, grads)
+        calls.step(cfg, run_b, [grads[i] for i in perm])
         _same(cfg, run_a, run_b, perm, n, k + 1, where)
 
 
 def _same(cfg: Config, run_a: Run, run_b: Run, perm: Sequence[int], n: int, t: int,
           where: str) -> None:
     pa, pb = run_a.params(), run_b.params()
-    sa, sb = read_each_state(run_a, n), read_each_state(run_b, n)
+    sa, sb = replay.read_each_state(run_a, n), replay.read_each_state(run_b, n)
     for j, i in enumerate(perm):
-        problems = ([] if same_bits(pb[j], pa[i]) else
-                    [f"its value ({bit_difference(pb[j], pa[i])})"])
+        problems = ([] if bits.same(pb[j], pa[i]) else
+                    [f"its value ({bits.difference(pb[j], pa[i])})"])
         problems += [p.replace("changed", "differs").replace("moved from", "is")
                      for p in _state_changes(sa[i], sb[j], True)]
         if problems:
-            fail(f"groups.order: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): after step "
-                 f"{t}, parameter {i} differs between the original run and the run with "
-                 f"permuted groups/parameters (where it is parameter {j}): "
-                 + "; ".join(problems) + " (permuted vs original). Where a parameter sits "
-                 f"must not change its update.\n{where}")
+            checks.fail(
+                f"groups.order: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): after step "
+                f"{t}, parameter {i} differs between the original run and the run with "
+                f"permuted groups/parameters (where it is parameter {j}): "
+                + "; ".join(problems) + " (permuted vs original). Where a parameter sits "
+                f"must not change its update.\n{where}")

@@ -9,16 +9,8 @@ import numpy as np
 import pytest
 from adamw_conformance.adapters.base import GroupSetup, Setup
 from adamw_conformance.adapters.kernel import KernelAdapter
-from adamw_conformance.core.drive import (
-    Config,
-    ImplementationError,
-    can_replay,
-    failure,
-    guarded,
-    judge_step,
-    prepare,
-    reproduction,
-)
+from adamw_conformance.core import calls, checks, replay
+from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import format_hyper
 from adamw_conformance.core.rules import L2_COUPLED
 from adamw_conformance.core.strategies import hyperparameters, step_cases
@@ -48,10 +40,7 @@ def _keywords(name: str) -> tuple[str, ...]:
 
 def _reaches(cfg: Config, name: str) -> bool:
     """Whether the target's constructor receives hyperparameter `name` at all."""
-    accepts = getattr(cfg.adapter, "accepts", None)
-    if accepts is None:  # a user's adapter gets every hyperparameter in its Setup
-        return True
-    return any(accepts(k) for k in _keywords(name))
+    return any(cfg.caps.receives(k) for k in _keywords(name))
 
 
 @pytest.mark.parametrize("name", list(DOMAIN))
@@ -70,7 +59,7 @@ def test_validation(cfg, name, hyper, below, above):
         pytest.skip("a functional kernel has no construction step to validate at")
     if name not in cfg.model.rule.hyperparameter_names:
         pytest.skip(f"rule {cfg.model.rule_name} has no hyperparameter {name}")
-    if name in (getattr(cfg.adapter, "pinned", None) or {}):
+    if name in cfg.caps.pinned:
         pytest.skip(f"{cfg.adapter.name} fixes {name} at construction; the suite draws no "
                     f"other value for it")
     if not _reaches(cfg, name):
@@ -82,10 +71,11 @@ def test_validation(cfg, name, hyper, below, above):
         what = (f"input.validation: {cfg.adapter.name} given {name}={value!r} (outside the "
                 f"spec's domain {DOMAIN[name]}) at construction")
         context = (f"\n  hyperparameters: {format_hyper(bad)}\n  reproduce: "
-                   f"{reproduction(cfg, 'input.validation')}")
+                   f"{checks.reproduction(cfg, 'input.validation')}")
         try:
-            guarded("creating the optimizer", cfg.adapter.create, setup, timeout=cfg.timeout)
-        except ImplementationError as e:
+            calls.guarded("creating the optimizer", cfg.adapter.create, setup,
+                          timeout=cfg.timeout)
+        except calls.ImplementationError as e:
             cause = e.__cause__
             if isinstance(cause, ValueError):
                 continue
@@ -110,7 +100,7 @@ def test_nonfinite(cfg, data, poison):
     there must be NaN or the oracle's own infinity (an equivalent evaluation order such as lerp
     may meet inf - inf where the oracle has inf, never a finite value).
     """
-    fresh = None if can_replay(cfg) else True
+    fresh = None if replay.can_replay(cfg) else True
     case = data.draw(step_cases(cfg.dtype, cfg.device, fresh=fresh, shape=(32,)), label="case")
     if cfg.model.rule_name in L2_COUPLED and case.hyper.get("weight_decay") == 0.0:
         # The spec's L2 term 0 * theta is NaN where theta became NaN; PyTorch skips the term at
@@ -126,18 +116,18 @@ def test_nonfinite(cfg, data, poison):
     grads = [g[h] for h in halves]
     states = [s0.mapped(lambda _, x, h=h: x[h]) for h in halves]
     setup = replace(case.setup, groups=[GroupSetup(params, case.hyper)])
-    run = prepare(cfg, setup, params, states)
+    run = replay.prepare(cfg, setup, params, states)
     assert run is not None
     t = s0.step + 1
     note = f"gradient element [0][{where}] = {poison!r}"
-    repro = reproduction(cfg, "input.nonfinite")
+    repro = checks.reproduction(cfg, "input.nonfinite")
 
     # NaN and inf inputs are the point here: numpy's warnings about them are noise.
     with np.errstate(invalid="ignore", over="ignore"):
-        outcome = judge_step(cfg, run, params, states, grads, [case.hyper] * 2)
-    assert not outcome.mismatches, failure("input.nonfinite", cfg, outcome, [case.hyper] * 2, t,
-                                           note=note + ": other elements left the spec's bound",
-                                           repro=repro)
+        outcome = checks.judge_step(cfg, run, params, states, grads, [case.hyper] * 2)
+    assert not outcome.mismatches, checks.failure(
+        "input.nonfinite", cfg, outcome, [case.hyper] * 2, t,
+        note=note + ": other elements left the spec's bound", repro=repro)
     _check_poisoned(cfg, outcome, where, t, note, case.hyper, repro)
     if outcome.states is None:
         return
@@ -146,10 +136,11 @@ def test_nonfinite(cfg, data, poison):
     rng = np.random.default_rng(case.seed + 1)
     clean = [case.regimes["g"].sample(rng, (16,), cfg.dtype) for _ in halves]
     with np.errstate(invalid="ignore", over="ignore"):
-        second = judge_step(cfg, run, outcome.params, outcome.states, clean, [case.hyper] * 2)
-    assert not second.mismatches, failure("input.nonfinite", cfg, second, [case.hyper] * 2,
-                                          t + 1, note=note + " one step earlier: other elements "
-                                          "left the spec's bound", repro=repro)
+        second = checks.judge_step(cfg, run, outcome.params, outcome.states, clean,
+                                   [case.hyper] * 2)
+    assert not second.mismatches, checks.failure(
+        "input.nonfinite", cfg, second, [case.hyper] * 2, t + 1,
+        note=note + " one step earlier: other elements left the spec's bound", repro=repro)
     _check_poisoned(cfg, second, where, t + 1, note + " one step earlier", case.hyper, repro)
 
 

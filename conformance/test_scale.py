@@ -10,21 +10,9 @@ import mpmath
 import numpy as np
 import pytest
 from adamw_conformance.adapters.base import GroupSetup, ParamState, Run, Setup, capability
-from adamw_conformance.core.drive import (
-    Config,
-    ImplementationError,
-    can_replay,
-    create,
-    failure,
-    guarded,
-    judge_step,
-    prepare,
-    read_states,
-    reproduction,
-    step,
-    trajectory,
-)
-from adamw_conformance.core.judge import compare, format_hyper
+from adamw_conformance.core import bits, calls, checks, replay, trajectory
+from adamw_conformance.core.config import Config
+from adamw_conformance.core.judge import format_hyper
 from adamw_conformance.core.rules import L2_COUPLED, state_degree
 from adamw_conformance.core.strategies import (
     Regime,
@@ -41,19 +29,6 @@ from hypothesis import strategies as st
 pytestmark = pytest.mark.catalogue("scale")
 
 _N = 48  # elements per tensor: several steps of two runs, each judged by the oracle
-
-
-def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bitwise equality of exact float64 images (-0.0 != 0.0; a NaN equals the same NaN)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return a.shape == b.shape and np.array_equal(a.view(np.int64), b.view(np.int64))
-
-
-def first_difference(a: np.ndarray, b: np.ndarray) -> str:
-    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
-    diff = np.flatnonzero(a.view(np.int64) != b.view(np.int64))
-    i = int(diff[0])
-    return f"{diff.size} of {a.size} elements differ; first at index {i}: {a[i]!r} vs {b[i]!r}"
 
 
 # --- scale.power_of_two -------------------------------------------------------------------------
@@ -143,28 +118,30 @@ def test_power_of_two(cfg, data):
     k = data.draw(st.sampled_from(ks), label="k")
     scaled_hyper = {**hyper, "eps": hyper["eps"] * 2.0 ** (2 * k if root else k)}
 
-    runs = [create(cfg, Setup([GroupSetup([theta], h)], cfg.dtype, cfg.device))
+    runs = [calls.create(cfg, Setup([GroupSetup([theta], h)], cfg.dtype, cfg.device))
             for h in (hyper, scaled_hyper)]
     where = (f"  k={k}; hyperparameters: {format_hyper(hyper)} (scaled run: eps="
-             f"{scaled_hyper['eps']!r})\n  reproduce: {reproduction(cfg, 'scale.power_of_two')}")
+             f"{scaled_hyper['eps']!r})\n"
+             f"  reproduce: {checks.reproduction(cfg, 'scale.power_of_two')}")
     for t, g in enumerate(grads, start=1):
-        step(cfg, runs[0], [g])
-        step(cfg, runs[1], [g * 2.0**k])
+        calls.step(cfg, runs[0], [g])
+        calls.step(cfg, runs[1], [g * 2.0**k])
         a, b = runs[0].params()[0], runs[1].params()[0]
-        assert same_bits(a, b), (
+        assert bits.same(a, b), (
             f"scale.power_of_two: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): with every "
             f"gradient and eps multiplied by 2^{k} the parameters are not bitwise those of the "
-            f"unscaled run at step t={t}: scaled vs unscaled {first_difference(b, a)}\n{where}")
-        sa, sb = read_states(runs[0], 1), read_states(runs[1], 1)
+            f"unscaled run at step t={t}: scaled vs unscaled "
+            f"{bits.difference(b, a, bits.VERSUS)}\n{where}")
+        sa, sb = replay.read_states(runs[0], 1), replay.read_states(runs[1], 1)
         if sa is None or sb is None:
             continue
         xs, ys = sa[0].as_mapping(), sb[0].as_mapping()
         for name, x, y, f in ((n, xs[n], ys[n], 2.0 ** (k * degree[n])) for n in xs
                               if n in ys and n in degree):
-            assert same_bits(x * f, y), (
+            assert bits.same(x * f, y), (
                 f"scale.power_of_two: {cfg.adapter.name} ({cfg.dtype}): at step t={t} the scaled "
                 f"run's {name} is not exactly {f:g} times the unscaled run's: "
-                f"{first_difference(y, x * f)}\n{where}")
+                f"{bits.difference(y, x * f, bits.VERSUS)}\n{where}")
         assert sa[0].step == sb[0].step, f"scale.power_of_two: counters differ at t={t}\n{where}"
 
 
@@ -181,7 +158,7 @@ def test_invariance(cfg, data):
     implementation that clips or normalises gradients fails where the scaling crosses its
     threshold.
     """
-    fresh = None if can_replay(cfg) else True
+    fresh = None if replay.can_replay(cfg) else True
     case = data.draw(step_cases(cfg.dtype, cfg.device, fresh=fresh), label="case")
     c = data.draw(log_uniform(1e-4, 1e4), label="c")
     theta, g, s = case.setup.groups[0].params[0], case.grads[0], case.states[0]
@@ -192,12 +169,12 @@ def test_invariance(cfg, data):
     hyper = case.hyper
     outcomes = []
     for label, grad, state in (("unscaled", g, s), (f"gradient scaled by c={c!r}", g2, s2)):
-        run = prepare(cfg, case.setup, [theta], [state])
+        run = replay.prepare(cfg, case.setup, [theta], [state])
         assert run is not None
-        outcome = judge_step(cfg, run, [theta], [state], [grad], [hyper])
-        assert not outcome.mismatches, failure(
+        outcome = checks.judge_step(cfg, run, [theta], [state], [grad], [hyper])
+        assert not outcome.mismatches, checks.failure(
             "scale.invariance", cfg, outcome, [hyper], s.step + 1, note=f"{label} run",
-            repro=reproduction(cfg, "scale.invariance"))
+            repro=checks.reproduction(cfg, "scale.invariance"))
         outcomes.append(outcome)
     # The metamorphic statement itself, exactly: |(th2 - th1) - (E2 - E1)| <= B1 + B2.
     o1, o2 = outcomes
@@ -213,7 +190,7 @@ def test_invariance(cfg, data):
             f"c={c!r} moved theta{list(idx)} by {mpmath.nstr(moved, 8)}; the spec moves it by "
             f"{mpmath.nstr(spec, 8)} (its eps-sensitivity), allowed B1+B2={b[idx]:.3g}\n"
             f"  hyperparameters: {format_hyper(hyper)}\n"
-            f"  reproduce: {reproduction(cfg, 'scale.invariance')}")
+            f"  reproduce: {checks.reproduction(cfg, 'scale.invariance')}")
 
 
 # --- scale.grad_scaler --------------------------------------------------------------------------
@@ -234,8 +211,8 @@ class _AlreadyStepped:
 def _amp_step(cfg: Config, run: Run, grads: list[np.ndarray], scale: float) -> None:
     __tracebackhide__ = True
     try:
-        guarded("step()", run.amp_step, grads, scale, timeout=cfg.timeout)
-    except ImplementationError as e:
+        calls.guarded("step()", run.amp_step, grads, scale, timeout=cfg.timeout)
+    except calls.ImplementationError as e:
         if isinstance(e.__cause__, NotImplementedError):
             pytest.skip(f"{cfg.adapter.name}: {e.__cause__}")
         raise
@@ -270,34 +247,34 @@ def test_grad_scaler(cfg, data):
     s = data.draw(st.integers(1, int(min(room, 24))), label="log2 S")
     scale = 2.0**s
 
-    run = create(cfg, Setup([GroupSetup([theta], hyper)], cfg.dtype, cfg.device))
+    run = calls.create(cfg, Setup([GroupSetup([theta], hyper)], cfg.dtype, cfg.device))
     if not capability(run, "amp_step"):
         pytest.skip(f"{cfg.adapter.name}: the adapter has no amp_step (no loss scaling)")
     where = (f"  loss scale S=2^{s}; hyperparameters: {format_hyper(hyper)}\n"
-             f"  reproduce: {reproduction(cfg, 'scale.grad_scaler')}")
+             f"  reproduce: {checks.reproduction(cfg, 'scale.grad_scaler')}")
     states = [ParamState(np.zeros(_N), np.zeros(_N), 0)]
     readable = True
     t = 0
     for j in range(n_ok + 1):
         before = run.params()
-        before_states = read_states(run, 1)
+        before_states = replay.read_states(run, 1)
         if j == skip_at:
             g = grads[0] * scale
             g[rng.integers(_N)] = bad
             _amp_step(cfg, run, [g], scale)
-            after, after_states = run.params(), read_states(run, 1)
-            assert same_bits(before[0], after[0]), (
+            after, after_states = run.params(), replay.read_states(run, 1)
+            assert bits.same(before[0], after[0]), (
                 f"scale.grad_scaler: {cfg.adapter.name} ({cfg.dtype}): a step whose scaled "
                 f"gradient holds {bad} must be skipped, but it changed the parameters (after "
-                f"{t} ordinary steps): after vs before {first_difference(after[0], before[0])}"
-                f"\n{where}")
+                f"{t} ordinary steps): after vs before "
+                f"{bits.difference(after[0], before[0], bits.VERSUS)}\n{where}")
             if before_states is not None and after_states is not None:
                 bs, as_ = before_states[0], after_states[0]
                 xs, ys = bs.as_mapping(), as_.as_mapping()
                 for name, x, y in ((n, xs[n], ys[n]) for n in xs if n in ys):
-                    assert same_bits(x, y), (
+                    assert bits.same(x, y), (
                         f"scale.grad_scaler: {cfg.adapter.name}: the skipped step changed "
-                        f"{name}: {first_difference(y, x)}\n{where}")
+                        f"{name}: {bits.difference(y, x, bits.VERSUS)}\n{where}")
                 assert bs.step == as_.step, (
                     f"scale.grad_scaler: {cfg.adapter.name}: the skipped step moved the "
                     f"counter from {bs.step} to {as_.step}\n{where}")
@@ -313,14 +290,13 @@ def test_grad_scaler(cfg, data):
         _amp_step(cfg, run, [g * scale], scale)
         if not readable:
             continue
-        outcome = judge_step(cfg, _AlreadyStepped(run), before, [state], [g], [hyper])
-        assert not outcome.mismatches, failure(
+        outcome = checks.judge_step(cfg, _AlreadyStepped(run), before, [state], [g], [hyper])
+        assert not outcome.mismatches, checks.failure(
             "scale.grad_scaler", cfg, outcome, [hyper], t,
             note=f"gradients scaled by S=2^{s} and unscaled by the target"
                  + (", after a skipped step" if skip_at < j else ""),
-            repro=reproduction(cfg, "scale.grad_scaler"))
-    exact, bnd = trajectory(cfg.model, cfg.precision(), theta, grads, hyper)
-    worst = compare("theta", run.params()[0], exact["theta"], bnd, cfg.dtype)
+            repro=checks.reproduction(cfg, "scale.grad_scaler"))
+    worst = trajectory.mismatch(cfg, theta, grads, hyper, run.params()[0])
     assert worst is None, (
         f"scale.grad_scaler: {cfg.adapter.name} ({cfg.dtype}): after {n_ok} ordinary steps and "
         f"one skipped (index {skip_at}), theta is not the unscaled trajectory's: "

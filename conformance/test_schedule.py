@@ -6,24 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup, capability
-from adamw_conformance.core import record
-from adamw_conformance.core.drive import (
-    Config,
-    ImplementationError,
-    StepOutcome,
-    bit_difference,
-    can_replay,
-    create,
-    fail,
-    failure,
-    judge_step,
-    prepare,
-    read_states,
-    reproduction,
-    same_bits,
-    step,
-    with_schedule_base,
-)
+from adamw_conformance.core import bits, calls, checks, record, replay
+from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import compare, format_hyper
 from adamw_conformance.core.strategies import (
     first_step_creates_state,
@@ -55,35 +39,35 @@ def test_current_lr(cfg, hyper, factor, theta, g, before, seed):
     rate is new lr / initial lr * wd). Where the state is not readable, the lr is changed before
     the first step and that step is judged from fresh state. Skipped without set_lr.
     """
-    probe = create(cfg, Setup([GroupSetup([np.ones(2)], hyper)], cfg.dtype, cfg.device))
+    probe = calls.create(cfg, Setup([GroupSetup([np.ones(2)], hyper)], cfg.dtype, cfg.device))
     if not capability(probe, "set_lr"):
         pytest.skip(f"{cfg.adapter.name}: the adapter cannot change a group's lr (no set_lr)")
     if hyper.get("weight_decay") == 0.0:
         hyper = {**hyper, "weight_decay": 0.1}
     rng = np.random.default_rng(seed)
     params = [theta.sample(rng, s, cfg.dtype) for s in _SHAPES]
-    run = create(cfg, Setup([GroupSetup(params, hyper)], cfg.dtype, cfg.device))
-    replay = can_replay(cfg)
-    for _ in range(before if replay else 0):
-        step(cfg, run, [g.sample(rng, s, cfg.dtype) for s in _SHAPES])
-    states = read_states(run, len(params)) if replay else None
+    run = calls.create(cfg, Setup([GroupSetup(params, hyper)], cfg.dtype, cfg.device))
+    replayed = replay.can_replay(cfg)
+    for _ in range(before if replayed else 0):
+        calls.step(cfg, run, [g.sample(rng, s, cfg.dtype) for s in _SHAPES])
+    states = replay.read_states(run, len(params)) if replayed else None
     if states is None:
         states = [ParamState(np.zeros(s), np.zeros(s), 0) for s in _SHAPES]
     new_lr = float(hyper["lr"] * factor)
     run.set_lr(0, new_lr)
     now = {**hyper, "lr": new_lr}
-    judged = with_schedule_base(cfg.model, now, hyper["lr"])
+    judged = checks.with_schedule_base(cfg.model, now, hyper["lr"])
     x = run.params()
     grads = [g.sample(rng, s, cfg.dtype) for s in _SHAPES]
-    outcome = judge_step(cfg, run, x, states, grads, [judged] * len(params))
+    outcome = checks.judge_step(cfg, run, x, states, grads, [judged] * len(params))
     if outcome.mismatches:
         note = _diagnosis(cfg, outcome, x, states, grads, hyper, judged)
-        fail(failure("schedule.current_lr", cfg, outcome, [judged] * len(params),
-                     states[0].step + 1, note=note,
-                     repro=reproduction(cfg, "schedule.current_lr")))
+        checks.fail(checks.failure("schedule.current_lr", cfg, outcome, [judged] * len(params),
+                                   states[0].step + 1, note=note,
+                                   repro=checks.reproduction(cfg, "schedule.current_lr")))
 
 
-def _diagnosis(cfg: Config, outcome: StepOutcome, x: list[np.ndarray],
+def _diagnosis(cfg: Config, outcome: checks.StepOutcome, x: list[np.ndarray],
                states: list[ParamState], grads: list[np.ndarray], hyper: dict[str, float],
                judged: dict[str, float]) -> str:
     """What the failure says about the lr change, from evidence, never a guess.
@@ -106,7 +90,7 @@ def _diagnosis(cfg: Config, outcome: StepOutcome, x: list[np.ndarray],
         evidence = ""
         took_effect = None
     else:
-        same = all(same_bits(a, b) for a, b in zip(outcome.params, control, strict=True))
+        same = all(bits.same(a, b) for a, b in zip(outcome.params, control, strict=True))
         took_effect = same
         evidence = (f"a fresh optimizer created with lr={new_lr!r}, put at the same parameters "
                     f"and state and given the same gradient, gives "
@@ -118,7 +102,7 @@ def _diagnosis(cfg: Config, outcome: StepOutcome, x: list[np.ndarray],
                 "whatever the lr (exact.one_step judges that), not because of the change"
                 + (f"; {evidence}" if evidence else ""))
     i = next(i for i, mm in outcome.mismatches if mm.output in on_lr)
-    stale = with_schedule_base(cfg.model, hyper, hyper["lr"])
+    stale = checks.with_schedule_base(cfg.model, hyper, hyper["lr"])
     exact, bnd = cfg.model.expect(x[i], grads[i], states[i].as_mapping(), stale,
                                   states[i].step + 1, cfg.precision())
     with record.suspended():
@@ -143,20 +127,20 @@ def _control(cfg: Config, x: list[np.ndarray], states: list[ParamState],
         return None
     hyper = {k: v for k, v in judged.items() if k != "initial_lr"}
     try:
-        run = prepare(cfg, Setup([GroupSetup([p.copy() for p in x], hyper)], cfg.dtype,
+        run = replay.prepare(cfg, Setup([GroupSetup([p.copy() for p in x], hyper)], cfg.dtype,
                                  cfg.device), x, states)
         if run is None:
             return None
-        step(cfg, run, grads)
+        calls.step(cfg, run, grads)
         return run.params()
-    except ImplementationError:
+    except calls.ImplementationError:
         return None
 
 
 def _first_difference(got: list[np.ndarray], want: list[np.ndarray]) -> str:
     for i, (a, b) in enumerate(zip(got, want, strict=True)):
-        if not same_bits(a, b):
-            return f"parameter {i}: {bit_difference(a, b)}"
+        if not bits.same(a, b):
+            return f"parameter {i}: {bits.difference(a, b)}"
     return "bitwise equal"
 
 
@@ -187,9 +171,9 @@ def test_lr_zero(cfg, hyper, theta, g, m, v, t, mode, warm, after, seed):
 
     params = [theta.sample(rng, s, cfg.dtype) for s in _SHAPES]
     zero_lr = {**hyper, "lr": 0.0}
-    probe = create(cfg, Setup([GroupSetup([np.ones(2)], hyper)], cfg.dtype, cfg.device))
+    probe = calls.create(cfg, Setup([GroupSetup([np.ones(2)], hyper)], cfg.dtype, cfg.device))
     settable = capability(probe, "set_lr")
-    if mode == "replay" and not can_replay(cfg):
+    if mode == "replay" and not replay.can_replay(cfg):
         mode = "warm"
     if mode == "warm" and not settable:
         mode = "fresh"
@@ -201,37 +185,38 @@ def test_lr_zero(cfg, hyper, theta, g, m, v, t, mode, warm, after, seed):
         states = [sample_state(state_regimes(m, v), rng, s, cfg.dtype, t - 1).mapped(
                       lambda name, x: zero_first(x) if name in ("v", "accum", "gavg") else x)
                   for s in _SHAPES]
-        run = prepare(cfg, Setup([GroupSetup(params, hyper)], cfg.dtype, cfg.device), params,
+        run = replay.prepare(cfg, Setup([GroupSetup(params, hyper)], cfg.dtype, cfg.device), params,
                       states)
         assert run is not None, "can_replay() promised a writable state"
         if settable:
             run.set_lr(0, 0.0)
         else:
-            run = prepare(cfg, Setup([GroupSetup(params, zero_lr)], cfg.dtype, cfg.device),
+            run = replay.prepare(cfg, Setup([GroupSetup(params, zero_lr)], cfg.dtype, cfg.device),
                           params, states)
         story = f"replayed state (t={t})"
     elif mode == "warm":
-        run = create(cfg, Setup([GroupSetup(params, hyper)], cfg.dtype, cfg.device))
+        run = calls.create(cfg, Setup([GroupSetup(params, hyper)], cfg.dtype, cfg.device))
         for _ in range(warm):
-            step(cfg, run, [zero_first(g.sample(rng, s, cfg.dtype)) for s in _SHAPES])
+            calls.step(cfg, run, [zero_first(g.sample(rng, s, cfg.dtype)) for s in _SHAPES])
         run.set_lr(0, 0.0)
         story = f"{warm} steps at lr={hyper['lr']!r}, then set_lr(0)"
     else:
-        run = create(cfg, Setup([GroupSetup(params, zero_lr)], cfg.dtype, cfg.device))
+        run = calls.create(cfg, Setup([GroupSetup(params, zero_lr)], cfg.dtype, cfg.device))
         story = "fresh state, created with lr=0"
     frozen = run.params()
     for k in range(after):
-        step(cfg, run, [zero_first(g.sample(rng, s, cfg.dtype)) for s in _SHAPES])
+        calls.step(cfg, run, [zero_first(g.sample(rng, s, cfg.dtype)) for s in _SHAPES])
         for i, (now, was) in enumerate(zip(run.params(), frozen, strict=True)):
-            if same_bits(_unsigned_zeros(now), _unsigned_zeros(was)):
+            if bits.same(_unsigned_zeros(now), _unsigned_zeros(was)):
                 continue
             what = ("non-finite values appeared" if not np.all(np.isfinite(now))
                     else "the values changed")
-            fail(f"schedule.lr_zero: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): at lr=0 "
-                 f"parameter {i} must not move, but after {k + 1} step(s) {what}: "
-                 f"{bit_difference(now, was)}.\n  start: {story}\n  hyperparameters: "
-                 f"{format_hyper(zero_lr)}; seed {seed}\n"
-                 f"  reproduce: {reproduction(cfg, 'schedule.lr_zero')}")
+            checks.fail(
+                f"schedule.lr_zero: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): at lr=0 "
+                f"parameter {i} must not move, but after {k + 1} step(s) {what}: "
+                f"{bits.difference(now, was)}.\n  start: {story}\n  hyperparameters: "
+                f"{format_hyper(zero_lr)}; seed {seed}\n"
+                f"  reproduce: {checks.reproduction(cfg, 'schedule.lr_zero')}")
 
 
 def _unsigned_zeros(x: np.ndarray) -> np.ndarray:

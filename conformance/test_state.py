@@ -8,15 +8,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
-from adamw_conformance.adapters.base import (
-    GroupSetup,
-    ParamState,
-    Run,
-    Setup,
-    capability,
-    takes_none_grads,
-)
-from adamw_conformance.core.drive import Config, create, guarded, read_states, reproduction, step
+from adamw_conformance.adapters.base import GroupSetup, ParamState, Run, Setup, capability
+from adamw_conformance.core import bits, calls, checks, replay
+from adamw_conformance.core.config import Config
 from adamw_conformance.core.strategies import hyperparameters, regimes, typical_hyper
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,20 +23,8 @@ _SHAPES = ((8,), (2, 3), (5,))
 _GROUP_OF = (0, 0, 1)
 
 
-def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bitwise equality of two exact float64 images (so -0.0 != 0.0 and NaN == same NaN)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return a.shape == b.shape and np.array_equal(a.view(np.int64), b.view(np.int64))
 
 
-def first_difference(a: np.ndarray, b: np.ndarray) -> str:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return f"shape {a.shape} vs {b.shape}"
-    diff = np.flatnonzero(a.view(np.int64).reshape(-1) != b.view(np.int64).reshape(-1))
-    i = int(diff[0])
-    return (f"{diff.size} of {a.size} elements differ; first at flat index {i}: "
-            f"{a.reshape(-1)[i]!r} vs {b.reshape(-1)[i]!r}")
 
 
 def state_differences(want: Sequence[ParamState], got: Sequence[ParamState],
@@ -58,8 +40,8 @@ def state_differences(want: Sequence[ParamState], got: Sequence[ParamState],
             x, y = wm.get(name), gm.get(name)
             if x is None or y is None:
                 out.append(f"parameter {i}: {name} present in only one of the runs")
-            elif not same_bits(x, y):
-                out.append(f"parameter {i}: {name} ({vs}): {first_difference(y, x)}")
+            elif not bits.same(x, y):
+                out.append(f"parameter {i}: {name} ({vs}): {bits.difference(y, x, bits.VERSUS)}")
     return out
 
 
@@ -93,7 +75,7 @@ def plans(draw: st.DrawFn, cfg: Config, can_set_lr: bool) -> Plan:
     g = draw(regimes(-8, 4))
     # Parameter 1 may go without a gradient until the save: its state then does not exist yet
     # when the optimizer is saved and must be created lazily after the load, at its own t=1.
-    late = draw(st.booleans()) and takes_none_grads(cfg.adapter)
+    late = draw(st.booleans()) and cfg.caps.none_grads
     grads = [[None if (i == 1 and late and k < before) else g.sample(rng, s, cfg.dtype)
               for i, s in enumerate(_SHAPES)] for k in range(before + after)]
     new_lr = draw(st.sampled_from([None, 0.5, 2.0])) if can_set_lr else None
@@ -102,7 +84,7 @@ def plans(draw: st.DrawFn, cfg: Config, can_set_lr: bool) -> Plan:
 
 def _probe(cfg: Config) -> Run:
     setup = Setup([GroupSetup([np.ones(2)], typical_hyper())], cfg.dtype, cfg.device)
-    return create(cfg, setup)
+    return calls.create(cfg, setup)
 
 
 @given(data=st.data())
@@ -121,24 +103,24 @@ def test_round_trip(cfg, data):
         pytest.skip(f"{cfg.adapter.name} has no state_dict()/load_state_dict()")
     plan = data.draw(plans(cfg, capability(probe, "set_lr")), label="plan")
     n = plan.setup.n_params
-    where = (f"  plan: {plan!r}\n  reproduce: {reproduction(cfg, 'state.round_trip')}")
+    where = (f"  plan: {plan!r}\n  reproduce: {checks.reproduction(cfg, 'state.round_trip')}")
 
-    whole = create(cfg, plan.setup)
+    whole = calls.create(cfg, plan.setup)
     for k in range(plan.before):
-        step(cfg, whole, plan.grads[k])
+        calls.step(cfg, whole, plan.grads[k])
     if plan.new_lr is not None:
         whole.set_lr(0, plan.new_lr)
-    saved = copy.deepcopy(guarded("state_dict()", whole.state_dict, timeout=cfg.timeout))
+    saved = copy.deepcopy(calls.guarded("state_dict()", whole.state_dict, timeout=cfg.timeout))
     saved_params = whole.params()
-    saved_states = read_states(whole, n)
+    saved_states = replay.read_states(whole, n)
 
     groups, i = [], 0
     for g in plan.setup.groups:
         groups.append(replace(g, params=[saved_params[i + j] for j in range(len(g.params))]))
         i += len(g.params)
-    resumed = create(cfg, replace(plan.setup, groups=groups))
-    guarded("load_state_dict()", resumed.load_state_dict, saved, timeout=cfg.timeout)
-    loaded_states = read_states(resumed, n)
+    resumed = calls.create(cfg, replace(plan.setup, groups=groups))
+    calls.guarded("load_state_dict()", resumed.load_state_dict, saved, timeout=cfg.timeout)
+    loaded_states = replay.read_states(resumed, n)
     if saved_states is not None and loaded_states is not None:
         bad = state_differences(saved_states, loaded_states, ("loaded", "saved"))
         assert not bad, (f"state.round_trip: {cfg.adapter.name} ({cfg.dtype}): the state read "
@@ -146,16 +128,16 @@ def test_round_trip(cfg, data):
                          + "\n    ".join(bad) + "\n" + where)
 
     for k in range(plan.before, len(plan.grads)):
-        step(cfg, whole, plan.grads[k])
-        step(cfg, resumed, plan.grads[k])
+        calls.step(cfg, whole, plan.grads[k])
+        calls.step(cfg, resumed, plan.grads[k])
         t = k + 1
         for i, (a, b) in enumerate(zip(whole.params(), resumed.params(), strict=True)):
-            assert same_bits(a, b), (
+            assert bits.same(a, b), (
                 f"state.round_trip: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): after "
                 f"saving at step {plan.before} and loading into a fresh optimizer, parameter "
                 f"{i} at step {t} differs from the uninterrupted run: resumed vs uninterrupted "
-                f"{first_difference(b, a)}\n{where}")
-    want, got = read_states(whole, n), read_states(resumed, n)
+                f"{bits.difference(b, a, bits.VERSUS)}\n{where}")
+    want, got = replay.read_states(whole, n), replay.read_states(resumed, n)
     if want is not None and got is not None:
         bad = state_differences(want, got, ("resumed", "uninterrupted"))
         assert not bad, (f"state.round_trip: {cfg.adapter.name} ({cfg.dtype}): after the "

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from adamw_conformance.adapters.base import GroupSetup, Setup
-from adamw_conformance.core.drive import Config, can_replay, read_states
+from adamw_conformance.core import replay
+from adamw_conformance.core.config import Config
 from adamw_conformance.core.targets import resolve
 
 from tests.suite import run_suite
@@ -21,8 +22,8 @@ def test_state_is_unreadable_so_replay_degrades() -> None:
     run = cfg.adapter.create(Setup([GroupSetup([np.ones(3)], {
         "lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0})]))
     run.step([np.ones(3)])
-    assert read_states(run, 1) is None
-    assert not can_replay(cfg)
+    assert replay.read_states(run, 1) is None
+    assert not replay.can_replay(cfg)
 
 
 # bfloat16 under -m slow: what is foreign here (state names, no replay) is the same in any dtype.

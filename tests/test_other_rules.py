@@ -5,6 +5,7 @@ rule family is killed by the property its docstring names."""
 from __future__ import annotations
 
 import pytest
+from adamw_conformance.core import catalogue
 from adamw_conformance.core.rules import not_applicable
 
 from impl.mutants.rules import KILLS
@@ -26,19 +27,13 @@ TARGETS = {
 }
 
 
-def _catalogue(nodeid: str) -> str:
-    module, _, name = nodeid.partition("::")
-    family = module.rsplit("/", 1)[-1].removeprefix("test_").removesuffix(".py")
-    return f"{family}.{name.split('[')[0].removeprefix('test_')}"
-
-
 @pytest.mark.parametrize("impl", sorted(TARGETS))
 def test_passes_against_detected_rule(impl: str) -> None:
     rule, extra = TARGETS[impl]
     out = run_suite(f"--impl={impl}", "--dtype=float32", *extra, "-rs")
     assert out.rc == pytest.ExitCode.OK, out.messages
-    skipped = {_catalogue(k) for k, v in out.results.items() if v == "skipped"}
-    ran = {_catalogue(k) for k, v in out.results.items() if v == "passed"}
+    skipped = {catalogue.of(k) for k, v in out.results.items() if v == "skipped"}
+    ran = {catalogue.of(k) for k, v in out.results.items() if v == "passed"}
     # AdamW-only (and Adam-family-only) properties are skipped, never passed, for other rules.
     for prop in ("decouple.decay_only", "decouple.moments", "decouple.uniform"):
         assert prop in skipped and prop not in ran, (impl, prop)
@@ -79,7 +74,7 @@ def test_passes_in_bfloat16(impl: str) -> None:
     rule, extra = BF16_TARGETS[impl]
     out = run_suite(f"--impl={impl}", "--dtype=bfloat16", *extra, "-rs")
     assert out.rc == pytest.ExitCode.OK, out.messages
-    ran = {_catalogue(k) for k, v in out.results.items() if v == "passed"}
+    ran = {catalogue.of(k) for k, v in out.results.items() if v == "passed"}
     assert {"exact.one_step", "exact.trajectory", "dtype.precision",
             "schedule.current_lr"} <= ran, (impl, rule)
 
@@ -118,8 +113,7 @@ def test_adam_offered_as_adamw_still_fails_decouple() -> None:
 @pytest.mark.parametrize("name", sorted(KILLS))
 def test_mutant_killed(name: str, dtype: str) -> None:
     """In bfloat16 too: the traced orders' larger bound still leaves each defect outside it."""
-    family, prop = KILLS[name].split(".")
-    out = run_suite(f"conformance/test_{family}.py::test_{prop}",
+    out = run_suite(catalogue.node(KILLS[name]),
                     f"--impl=impl.mutants.rules:{name}", f"--dtype={dtype}")
     assert out.rc == pytest.ExitCode.TESTS_FAILED, name
     assert any(KILLS[name] in m for m in out.messages.values()), out.messages

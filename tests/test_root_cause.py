@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from adamw_conformance.core.session import Session, node
+from adamw_conformance.core import catalogue
+from adamw_conformance.core.session import Session
 from adamw_conformance.report.summary import (
     Failure,
     Findings,
@@ -118,4 +119,4 @@ def test_the_reproduce_line_carries_every_option() -> None:
         "--impl='torch.optim.AdamW(foreach=True)' --dtype=bfloat16 --device=cuda "
         "--compute-dtype=float32 --rule=adamw --conventions=eps=hat --xfails=keras "
         "--impl-timeout=5 --hypothesis-profile=dev --hypothesis-seed=123")
-    assert node("exact") == "adamw_conformance.test_exact"
+    assert catalogue.pyargs("exact") == "adamw_conformance.test_exact"

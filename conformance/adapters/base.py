@@ -8,7 +8,7 @@ any framework can be wrapped. docs/adapters.md ("Writing an adapter") documents 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -84,7 +84,7 @@ class Run(Protocol):
 
 
 class Adapter(Protocol):
-    """What `--impl` resolves to. Optional capabilities are plain methods of the Run:
+    """What `--impl` resolves to. Optional capabilities of a run are plain methods of the Run:
 
     - `read_state(i) -> ParamState | None` and `write_state(i, ParamState) -> bool`: state replay
       (None / False when the layout is unknown: the suite falls back to trajectory checks);
@@ -93,35 +93,63 @@ class Adapter(Protocol):
     - `amp_step(grads, scale)`: one step with mixed-precision loss scaling, `grads` already
       multiplied by `scale` (torch.amp.GradScaler, or a kernel's grad_scale/found_inf); raises
       NotImplementedError where the target cannot take it (scale.grad_scaler then skips).
+
+    What the target itself declares (the options it takes, hyperparameters it fixes, its rule,
+    ...) is `Capabilities`, read once when `--impl` is resolved.
     """
 
     name: str
     version: str
-    options: Mapping[str, Any]  # the options (amsgrad, maximize, ...) this target accepts
 
     def create(self, setup: Setup) -> Run: ...
 
 
-def takes_none_grads(adapter: Any) -> bool:
-    """Whether the target has "no gradient this step" (None). Frameworks without it (JAX, where
-    an unused parameter's gradient is zero) set `none_grads = False` on the adapter; properties
-    that need a missing gradient then skip, or draw none, saying why."""
-    return bool(getattr(adapter, "none_grads", True))
+@dataclass(frozen=True)
+class Capabilities:
+    """What a target declares beyond `create`, in one place: the suite reads these fields, never
+    the adapter's attributes. `core.targets.capabilities` builds it once, when `--impl` is
+    resolved, from an adapter's `capabilities = Capabilities(...)` or else from attributes of
+    the adapter named as the fields below (`accepts` for `keywords`; `rule` also as
+    `conformance_rule`); whatever is not declared takes the default given here."""
 
+    #: The options (amsgrad, maximize, ...) the target takes, with their defaults. Default: none,
+    #: so the amsgrad and maximize variants are skipped.
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: `accepts(keyword) -> bool`: whether the target's constructor takes an option or
+    #: hyperparameter keyword. Default None: it takes the `options` above, and every
+    #: hyperparameter reaches it (in its Setup).
+    keywords: Callable[[str], bool] | None = None
+    #: Keywords fixed in `--impl` ('AdamW(amsgrad=True)'): an option fixed on selects its spec
+    #: variant in every test. Default: none.
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    #: Hyperparameters the target fixes, by spec name ('SGD(momentum=0.9)'): the suite draws no
+    #: other value for them. Default: none.
+    pinned: Mapping[str, float] = field(default_factory=dict)
+    #: Evaluation orders the target declares it computes in, by name (spec/orders.py:
+    #: DECLARABLE): the bound then also covers them, where they are written for the conventions
+    #: the run declares. Default: none (the spec's own orders).
+    orders: tuple[str, ...] = ()
+    #: Whether the target has "no gradient this step" (None). Frameworks without it (JAX, where
+    #: an unused parameter's gradient is zero) declare False; properties that need a missing
+    #: gradient then skip, or draw none, saying why. Default: True.
+    none_grads: bool = True
+    #: The spec rule the target implements (core/rules.py). Default None: --rule=auto judges
+    #: AdamW (or, under --conventions=auto, the rule its behaviour shows).
+    rule: str | None = None
 
-def declared_orders(adapter: Any) -> tuple[str, ...]:
-    """The evaluation orders the target declares it computes in, by name (`orders = ("keras",)`
-    on the adapter; spec/orders.py: DECLARABLE). The bound then also covers them, where they are
-    written for the conventions the run declares; under other conventions they are not used."""
-    names = getattr(adapter, "orders", ())
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{type(adapter).__name__}.orders must be a tuple of order names, "
-                        f"got {names!r}")
-    return tuple(names)
+    def accepts(self, option: str) -> bool:
+        """Whether the target takes option `option` (amsgrad, maximize, ...)."""
+        return self.keywords(option) if self.keywords is not None else option in self.options
+
+    def receives(self, keyword: str) -> bool:
+        """Whether a hyperparameter passed as constructor keyword `keyword` reaches the target:
+        always, where it declares no `accepts` (a user's adapter gets its Setup)."""
+        return self.keywords is None or self.keywords(keyword)
 
 
 NO_NONE_GRADS = "has no missing gradient (None): a framework without it cannot be judged on it"
 
 
 def capability(run: Any, name: str) -> bool:
+    """Whether a run has the optional method `name` (see Adapter)."""
     return callable(getattr(run, name, None))

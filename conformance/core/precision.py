@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from adamw_conformance.adapters.base import ParamState
 from adamw_conformance.core import record
-from adamw_conformance.core.drive import Config
+from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Model, compare
 
 LOW_DTYPES = ("bfloat16", "float16")

@@ -1,5 +1,5 @@
 """Recording err/bound of every verdict, for `--report` and the detection report: off (and free)
-unless someone records.
+unless someone records. The recorder belongs to the run in progress (context.py).
 
 `judge.compare` calls `note` with the output name and the per-element err/bound it judged; the
 plugin says which test is running (`current`). Diagnostics that judge against a hypothesis the
@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+from adamw_conformance.core import context
 
 
 @dataclass
@@ -58,49 +59,50 @@ class Recorder:
         return sorted({o for t, o in self.samples if t == test})
 
 
-_active: Recorder | None = None
+def _recorder() -> Recorder | None:
+    return context.current().recorder
 
 
 def active() -> bool:
     """Whether a report is being recorded: the one check a verdict pays when none is."""
-    return _active is not None
+    return _recorder() is not None
 
 
 def note(output: str, ratios: np.ndarray) -> None:
-    if _active is not None:
-        _active.add(output, ratios)
+    recorder = _recorder()
+    if recorder is not None:
+        recorder.add(output, ratios)
 
 
 def start() -> Recorder:
-    """Record every verdict from now on (the plugin starts it when --report is given)."""
-    global _active
-    _active = Recorder()
-    return _active
+    """Record every verdict of the session from now on (the plugin starts it for --report)."""
+    recorder = context.current().recorder = Recorder()
+    return recorder
 
 
 def stop() -> None:
-    global _active
-    _active = None
+    context.current().recorder = None
 
 
 @contextmanager
 def recording() -> Iterator[Recorder]:
-    """Record every verdict made inside the block."""
-    global _active
-    previous, _active = _active, Recorder()
+    """Record every verdict made inside the block (runs of the suite started in it included)."""
+    where = context.current()
+    previous, where.recorder = where.recorder, Recorder()
     try:
-        yield _active
+        yield where.recorder
     finally:
-        _active = previous
+        where.recorder = previous
 
 
 @contextmanager
 def current(test: str) -> Iterator[None]:
     """Attribute what is recorded inside the block to catalogue id `test`."""
-    if _active is None:
+    recorder = _recorder()
+    if recorder is None:
         yield
         return
-    recorder, previous = _active, _active.test
+    previous = recorder.test
     recorder.test = test
     try:
         yield
@@ -111,7 +113,7 @@ def current(test: str) -> Iterator[None]:
 @contextmanager
 def suspended() -> Iterator[None]:
     """Judgements inside the block are diagnoses, not verdicts: not recorded."""
-    recorder = _active
+    recorder = _recorder()
     if recorder is None:
         yield
         return

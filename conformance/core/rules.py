@@ -10,10 +10,13 @@ a `rule` (or `conformance_rule`) attribute, and the torch adapter knows torch.op
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from adamw_conformance.core.rule_table import L2, RESTRICTED, TABLE, info
 from adamw_conformance.spec import registry
+
+if TYPE_CHECKING:
+    from adamw_conformance.adapters.base import Capabilities
 
 AUTO = "auto"
 DEFAULT_RULE = "adamw"
@@ -44,25 +47,20 @@ def state_degree(rule_name: str, state: str) -> int:
     return info(rule_name).state[state].degree
 
 
-def detect(adapter: Any) -> str:
-    """The rule `adapter` declares (or its torch.optim class implies), else AdamW."""
-    for attr in ("rule", "conformance_rule"):
-        name = getattr(adapter, attr, None)
-        if isinstance(name, str) and name:
-            return name
-    return DEFAULT_RULE
+def detect(caps: Capabilities) -> str:
+    """The rule the target declares (or its torch.optim class implies), else AdamW."""
+    return caps.rule or DEFAULT_RULE
 
 
-def declared(adapter: Any) -> bool:
+def declared(caps: Capabilities) -> bool:
     """Whether the target names its rule (an attribute, or a torch.optim class the adapter
     knows), rather than falling back to DEFAULT_RULE."""
-    return any(isinstance(getattr(adapter, a, None), str) and getattr(adapter, a)
-               for a in ("rule", "conformance_rule"))
+    return caps.rule is not None
 
 
-def choose(option: str, adapter: Any) -> str:
+def choose(option: str, caps: Capabilities) -> str:
     """The rule named by `--rule` (auto: detected); ValueError naming the known rules."""
-    name = detect(adapter) if option == AUTO else option
+    name = detect(caps) if option == AUTO else option
     if name not in ALL:
         raise ValueError(f"--rule={option!r}: {'the target declares ' if option == AUTO else ''}"
                          f"unknown rule {name!r}; known rules: auto, {', '.join(registry.names())}")

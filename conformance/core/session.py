@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from adamw_conformance.core import catalogue
+
 PACKAGE = "adamw_conformance"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 XFAILS_DIR = PACKAGE_DIR / "xfails"
@@ -157,7 +159,8 @@ def torch_base(adapter: Any) -> str | None:
     return None
 
 
-def choose_rule(option: str, adapter: Any, behaviour: Callable[[], Any]) -> tuple[str, str]:
+def choose_rule(option: str, adapter: Any, caps: Any,
+                behaviour: Callable[[], Any]) -> tuple[str, str]:
     """The rule to judge against and how it was chosen (for the header).
 
     `--rule=auto` takes what the target declares, or the rule its torch.optim class implies;
@@ -168,12 +171,12 @@ def choose_rule(option: str, adapter: Any, behaviour: Callable[[], Any]) -> tupl
     from adamw_conformance.core import rules
 
     try:
-        name = rules.choose(option, adapter)
+        name = rules.choose(option, caps)
     except ValueError as e:
         raise OptionError(str(e)) from None
     if option != rules.AUTO:
         return name, "--rule"
-    if not rules.declared(adapter):
+    if not rules.declared(caps):
         return name, "auto: default; the target names no rule"
     base = torch_base(adapter)
     if base is None:
@@ -254,19 +257,13 @@ class Session:
     def reproduce(self, prop: str) -> str:
         """The command that runs property `prop` ('bias.step_one') again as this session ran
         it, from the same directory."""
-        return " ".join(["pytest", "--pyargs", node(prop), *self.options()])
+        return " ".join(["pytest", "--pyargs", catalogue.pyargs(prop), *self.options()])
 
     def seed_text(self) -> str:
         return self.seed if self.seed is not None else "derandomized"
 
     def for_workers(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def node(prop: str) -> str:
-    """'bias.step_one' -> 'adamw_conformance.test_bias::test_step_one' (every parametrization)."""
-    family, _, name = prop.partition(".")
-    return f"{PACKAGE}.test_{family}::test_{name}" if name else f"{PACKAGE}.test_{family}"
 
 
 _current: Session | None = None

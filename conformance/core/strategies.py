@@ -15,6 +15,7 @@ import numpy as np
 import sympy as sp
 import torch
 from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup
+from adamw_conformance.core import context
 from adamw_conformance.core.rule_table import LIKE_G, info
 from adamw_conformance.core.rules import L2_COUPLED
 from hypothesis import strategies as st
@@ -60,23 +61,6 @@ def regimes(lo: float = -12, hi: float = 12, zeros: bool = True) -> st.SearchStr
     )
 
 
-class _Active:
-    """The rule the session judges against (set by the plugin from --rule), and hyperparameter
-    values the target fixes: the strategies draw what that rule takes. Module state, because
-    @given strategies are built at import, before the options are known; read at draw time."""
-
-    rule: str = "adamw"
-    pinned: dict[str, float] = {}
-
-
-def use_rule(name: str, pinned: dict[str, float] | None = None) -> None:
-    _Active.rule, _Active.pinned = name, dict(pinned or {})
-
-
-def active_rule() -> str:
-    return _Active.rule
-
-
 #: Each hyperparameter of the spec, by name, over a wide range (momentum, dampening in [0, 1),
 #: [0, 1]; alpha, like beta2, close to 1). Drawn in this order, so an AdamW draw is the same
 #: whatever else the table holds.
@@ -100,22 +84,25 @@ TYPICAL = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay"
 def rule_hyper_names(rule: str | None = None) -> tuple[str, ...]:
     """The hyperparameters the rule takes, in drawing order (initial_lr is derived, not drawn)."""
     from adamw_conformance.spec import registry
-    names = set(registry.get(rule or _Active.rule).hyperparameter_names)
+    names = set(registry.get(rule or context.current().rule).hyperparameter_names)
     return tuple(n for n in _HYPER if n in names)
 
 
 def typical_hyper(rule: str | None = None) -> dict[str, float]:
     """Valid hyperparameters of the rule (its pinned values where the target fixes them)."""
-    rule = rule or _Active.rule
-    fixed = {**info(rule).fixed, **_Active.pinned}
+    rule = rule or context.current().rule
+    fixed = {**info(rule).fixed, **context.current().pinned}
     return {n: fixed.get(n, TYPICAL[n]) for n in rule_hyper_names(rule)}
 
 
 @st.composite
 def hyperparameters(draw: st.DrawFn, decay: bool = True) -> dict[str, float]:
     """Wide ranges: lr up to 1, eps 1e-12..1, wd up to 1, beta2 close to 1, large lr*wd; the
-    hyperparameters of the session's rule (`use_rule`), those the target fixes at its value."""
-    fixed = {**info(_Active.rule).fixed, **_Active.pinned}
+    hyperparameters of the run's rule (context.py), those the target fixes at its value.
+    The context is read at draw time: the strategies are built at import, before the options
+    are known."""
+    now = context.current()
+    fixed = {**info(now.rule).fixed, **now.pinned}
     out: dict[str, float] = {}
     for name in rule_hyper_names():
         if name in fixed:
@@ -124,7 +111,7 @@ def hyperparameters(draw: st.DrawFn, decay: bool = True) -> dict[str, float]:
             out[name] = 0.0
         else:
             out[name] = draw(_HYPER[name])
-    if 0 < out.get("weight_decay", 0.0) < 2.0**-64 and _Active.rule in L2_COUPLED:
+    if 0 < out.get("weight_decay", 0.0) < 2.0**-64 and now.rule in L2_COUPLED:
         # Known gap: under L2 coupling (wd theta)^2 underflows the bound engine's float64
         # evaluation (bound 0 for a nonzero exact v); such a decay is 0 in any float format.
         out["weight_decay"] = 0.0
@@ -177,7 +164,7 @@ def step_cases(draw: st.DrawFn, dtype: str = "float32", device: str = "cpu",
     if is_fresh:
         state = ParamState.of({name: np.zeros(shape) for name in _state_names()}, 0)
     else:
-        ranges = info(_Active.rule).state
+        ranges = info(context.current().rule).state
         r.update({name: draw(regimes(*ranges[name].replay)) for name in _state_names()})
         state = sample_state(r, rng, shape, dtype, t - 1)
     if (options or {}).get("amsgrad"):
@@ -192,7 +179,7 @@ def step_cases(draw: st.DrawFn, dtype: str = "float32", device: str = "cpu",
 def _state(rule: str | None = None) -> tuple[sp.Symbol, ...]:
     """The rule's own state that is drawn (the rule table's replay ranges; vmax, AMSGrad's,
     comes with the amsgrad option), in the spec rule's order: the order of the draws."""
-    entry = info(rule or _Active.rule)
+    entry = info(rule or context.current().rule)
     return tuple(s for s in entry.rule().state if entry.state[s.name].replay is not None)
 
 
@@ -205,7 +192,7 @@ def first_step_creates_state() -> bool:
     first step): a replayed state then stands at t >= 2."""
     from adamw_conformance.spec import registry
     from adamw_conformance.spec.symbols import t as t_symbol
-    rule = registry.get(_Active.rule)
+    rule = registry.get(context.current().rule)
     return any(e.has(sp.Piecewise) and e.has(t_symbol) for e in rule.update.values())
 
 
@@ -219,7 +206,7 @@ def state_regimes(first: Regime, second: Regime) -> dict[str, Regime]:
     range (m, buf, gavg), `second` for the squares (v, accum), as properties that draw an m and
     a v regime use them."""
     return {name: first if s.replay == LIKE_G else second
-            for name, s in info(_Active.rule).state.items() if s.replay is not None}
+            for name, s in info(context.current().rule).state.items() if s.replay is not None}
 
 
 def sample_state(r: dict[str, Regime], rng: np.random.Generator, shape: tuple[int, ...],

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from adamw_conformance.adapters.base import Capabilities
+
 SHORT_NAMES = {
     "torch-loop": "torch.optim.AdamW(foreach=False)",
     "torch-foreach": "torch.optim.AdamW(foreach=True)",
@@ -113,7 +115,41 @@ def load(text: str, directory: str | os.PathLike[str] | None = None) -> tuple[An
 
 def resolve(text: str, directory: str | os.PathLike[str] | None = None) -> Any:
     """An adapter for `text` (see module docstring), or TargetError. Modules are imported with
-    `directory` (default: the current directory) on sys.path."""
+    `directory` (default: the current directory) on sys.path; what the adapter declares is
+    checked here (`capabilities`), so that a bad declaration is a usage error."""
+    adapter = _adapter(text, directory)
+    try:
+        capabilities(adapter)
+    except ValueError as e:
+        raise TargetError(str(e)) from None
+    return adapter
+
+
+def capabilities(adapter: Any) -> Capabilities:
+    """What `adapter` declares, normalised (adapters/base.py: Capabilities): its `capabilities`
+    if that is one, else its attributes of the fields' names (`accepts` for `keywords`, `rule`
+    or `conformance_rule`), the form user adapters keep. The one place the suite looks at an
+    adapter's optional attributes; ValueError for a declaration it cannot read."""
+    declared = getattr(adapter, "capabilities", None)
+    if isinstance(declared, Capabilities):
+        return declared
+    orders = getattr(adapter, "orders", ())
+    if isinstance(orders, str) or not all(isinstance(n, str) for n in orders):
+        raise ValueError(f"{type(adapter).__name__}.orders must be a tuple of order names, "
+                         f"got {orders!r}")
+    accepts = getattr(adapter, "accepts", None)
+    rule = next((r for r in (getattr(adapter, a, None) for a in ("rule", "conformance_rule"))
+                 if isinstance(r, str) and r), None)
+    return Capabilities(options=dict(getattr(adapter, "options", None) or {}),
+                        keywords=accepts if callable(accepts) else None,
+                        fixed=dict(getattr(adapter, "fixed", None) or {}),
+                        pinned=dict(getattr(adapter, "pinned", None) or {}),
+                        orders=tuple(orders),
+                        none_grads=bool(getattr(adapter, "none_grads", True)),
+                        rule=rule)
+
+
+def _adapter(text: str, directory: str | os.PathLike[str] | None) -> Any:
     import torch
     from adamw_conformance.adapters.kernel import KernelAdapter, looks_like_kernel
     from adamw_conformance.adapters.torch_optim import TorchOptimizerAdapter
@@ -137,7 +173,7 @@ def resolve(text: str, directory: str | os.PathLike[str] | None = None) -> Any:
     if callable(getattr(obj, "create", None)) and not inspect.isclass(obj):
         if kwargs:
             raise TargetError(f"--impl={text!r}: keyword overrides apply to classes and kernels")
-        for attr, default in (("name", path), ("version", "unknown"), ("options", {})):
+        for attr, default in (("name", path), ("version", "unknown")):
             if not hasattr(obj, attr):
                 try:
                     setattr(obj, attr, default)

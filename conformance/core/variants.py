@@ -1,15 +1,37 @@
 """Options an implementation may accept (amsgrad, maximize): each is tested where accepted,
-against the matching rule of the spec, and skipped where not."""
+against the matching rule of the spec, and skipped where not. An option is switched on either by
+a test's variant or by `--impl` fixing it ('torch.optim.AdamW(amsgrad=True)'); both select the
+spec's variant the same way (`selected`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import pytest
-from adamw_conformance.core.drive import Config
+from adamw_conformance.core.config import Config
+from adamw_conformance.core.judge import Model
 from adamw_conformance.core.rules import ADAM_FAMILY
 
 VARIANTS = ("plain", "amsgrad", "maximize")
+
+
+def options(variant: str) -> dict[str, Any]:
+    """The options that switch `variant` on: {} for plain, else {variant: True}."""
+    return {} if variant == "plain" else {variant: True}
+
+
+def selected(model: Model, switched_on: Mapping[str, Any]) -> Model:
+    """The spec variant that the options switched on select: amsgrad (in the Adam family) keeps
+    the running maximum of v, in PyTorch's raw_max form unless the conventions declare another;
+    maximize ascends."""
+    if (switched_on.get("amsgrad") is True and model.rule_name in ADAM_FAMILY
+            and model.convention.amsgrad == "none"):
+        model = replace(model, convention=replace(model.convention, amsgrad="raw_max"))
+    if switched_on.get("maximize") is True:
+        model = replace(model, maximize=True)
+    return model
 
 
 def variant_config(cfg: Config, variant: str) -> Config:
@@ -20,9 +42,4 @@ def variant_config(cfg: Config, variant: str) -> Config:
         pytest.skip(f"amsgrad is a variant of the Adam family, not of rule {cfg.model.rule_name}")
     if not cfg.supports(variant):
         pytest.skip(f"{cfg.adapter.name} does not accept {variant}")
-    model = cfg.model
-    if variant == "amsgrad":
-        model = replace(model, convention=replace(model.convention, amsgrad="raw_max"))
-    else:
-        model = replace(model, maximize=True)
-    return replace(cfg, model=model)
+    return replace(cfg, model=selected(cfg.model, options(variant)))

@@ -1,6 +1,6 @@
 """What a failing run says: each failure short, and one root-cause summary at the end.
 
-A property's failure message (`core.drive.failure`) already holds what a user needs: property,
+A property's failure message (`core.checks.failure`) already holds what a user needs: property,
 step, worst element, got/oracle/bound/ulps, hyperparameters, precision, notes, and the line
 that reproduces it. `shorten` keeps that and drops what buries it: pytest's introspection of
 the failed assert (which prints whole arrays), Hypothesis' reproduce_failure hint (it asks to
@@ -19,7 +19,6 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 #: Most lines of a failure's own message; the rest are counted, not printed.
@@ -123,13 +122,6 @@ def message_of(longreprtext: str) -> str:
     """The exception's own lines of a pytest failure text (the 'E   ' lines), or all of it."""
     own = [line[1:].strip() for line in longreprtext.splitlines() if line.startswith("E ")]
     return "\n".join(own) if own else longreprtext
-
-
-def catalogue_id(path: str, nodeid: str) -> str:
-    """'bias.counter' for .../test_bias.py and ...::test_counter[late-start]."""
-    module = Path(path).stem.removeprefix("test_")
-    name = nodeid.split("::")[-1].split("[", 1)[0]
-    return f"{module}.{name.removeprefix('test_')}"
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from adamw_conformance.core import record
+from adamw_conformance.core import catalogue, record
 
 SCHEMA_VERSION = 1
 # Outcomes of one test, worst first: a property's outcome is the worst of its tests'.
@@ -105,11 +105,10 @@ class ReportPlugin:
     """Registered by the conformance plugin when --report is given."""
 
     def __init__(self, config: pytest.Config, name: str, directory: Path,
-                 catalogue_id: Callable[[pytest.Item], str], target: Callable[[], Any]) -> None:
+                 target: Callable[[], Any]) -> None:
         self.config = config
         self.out = directory / name
         self.name = name
-        self.catalogue_id = catalogue_id
         self.target = target  # the run's conformance Config, resolved by the plugin
         self.tests: dict[str, dict[str, Any]] = {}
         self.recorder = record.start()
@@ -122,7 +121,7 @@ class ReportPlugin:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
-        with record.current(self.catalogue_id(item)):
+        with record.current(catalogue.of(item)):
             yield
 
     @pytest.hookimpl(hookwrapper=True)
@@ -130,7 +129,7 @@ class ReportPlugin:
         outcome = yield
         rep = outcome.get_result()
         entry = self.tests.setdefault(rep.nodeid, {
-            "id": rep.nodeid, "catalogue": self.catalogue_id(item), "outcome": None,
+            "id": rep.nodeid, "catalogue": catalogue.of(item), "outcome": None,
             "message": None, "detail": None})
         if call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
             exc = _leaf(call.excinfo.value)

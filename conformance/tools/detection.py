@@ -30,6 +30,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adamw_conformance.core import catalogue
+
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "detection.md"
 
@@ -56,13 +58,6 @@ class Result:
     messages: dict[str, str] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
-
-
-def catalogue_id(nodeid: str) -> str:
-    """'conformance/test_bias.py::test_counter[past-256]' -> 'bias.counter'."""
-    path, _, test = nodeid.partition("::")
-    family = Path(path).stem.removeprefix("test_")
-    return f"{family}.{test.split('[')[0].removeprefix('test_')}"
 
 
 def _run(task: Task) -> Result:
@@ -108,8 +103,8 @@ def _fmt_ratio(x: float | None) -> str:
 
 def _mutant_row(r: Result) -> tuple[bool, str]:
     failed = [k for k, v in r.results.items() if v == "failed"]
-    ids = sorted({catalogue_id(k) for k in failed})
-    named = [k for k in r.results if catalogue_id(k) == r.task.kills]
+    ids = sorted({catalogue.of(k) for k in failed})
+    named = [k for k in r.results if catalogue.of(k) == r.task.kills]
     first = next((k for k in named if r.results[k] == "failed"), None)
     killed = first is not None
     if killed:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from adamw_conformance.core import catalogue
+
 from impl.mutants.formula import MUTANTS
 
 
@@ -39,8 +41,7 @@ class Mutant:
     @property
     def node(self) -> str:
         """The node id of the property's test: 'bias.step_one' -> test_bias.py::test_step_one."""
-        family, _, name = self.kills.partition(".")
-        return f"conformance/test_{family}.py::test_{name}"
+        return catalogue.node(self.kills)
 
     def argv(self) -> list[str]:
         """The suite options that run this mutant (without a profile)."""

@@ -106,7 +106,9 @@ def _print(fp: Fingerprint, args: argparse.Namespace, adapter: Any) -> int:
         return verdict.code
     if fp.answers.get("rule") is not None and fp.answers["rule"].value != ADAM_FAMILY:
         from adamw_conformance.core.rules import detect
-        print(f"the suite judges it against rule {detect(adapter)} (--rule=auto; --rule=NAME "
+        from adamw_conformance.core.targets import capabilities
+        print(f"the suite judges it against rule {detect(capabilities(adapter))} (--rule=auto; "
+              "--rule=NAME "
               "names another): expect failures that show where its steps differ")
         return verdict.code
     print(f"conventions: {fp.conventions_text()}")

@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from adamw_conformance.adapters.base import ParamState, capability, takes_none_grads
-from adamw_conformance.core.drive import Config, ImplementationError, create, step
+from adamw_conformance.adapters.base import ParamState, capability
+from adamw_conformance.core.calls import ImplementationError, create, step
+from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Model
 from adamw_conformance.spec.conventions import EXPLANATIONS, Convention
 from adamw_conformance.tools.fingerprint.answers import (
@@ -215,7 +216,7 @@ def judge_counter(target: Target, probe: CounterProbe, given: Given) -> Answers:
     have no gradient for the first 3 steps, then all three get one. The first step of b and
     c is judged from fresh state at t=1 (own counter) or t=4 (a counter that kept counting):
     per parameter: b and c at 1; per group: b at 4, c at 1; global: both at 4."""
-    if not takes_none_grads(target.adapter):
+    if not target.cfg.caps.none_grads:
         return {"counter": Answer(
             f"{NOT_APPLICABLE}: the target has no missing gradient (None), so a counter cannot "
             "fall behind", "adapter: none_grads = False (JAX: an unused parameter's gradient "
@@ -257,11 +258,10 @@ def judge_amsgrad(target: Target, probe: AmsgradProbe, given: Given) -> Answers:
     t=3 the raw maximum keeps v_1 and gives vh = v_1/(1-b2^3) = 0.57 G^2, the corrected
     maximum keeps v_1/(1-b2) = G^2, without AMSGrad vh decays to 0.14 G^2. Judged on theta
     against each exact trajectory, or each step from the state read back where it is."""
-    accepts = getattr(target.adapter, "accepts", None)
-    opts = getattr(target.adapter, "options", {}) or {}
-    if not (accepts("amsgrad") if accepts else "amsgrad" in opts):
+    if not target.cfg.caps.accepts("amsgrad"):
         return {"amsgrad": Answer(f"{NOT_APPLICABLE}: the target takes no amsgrad option",
-                                  "adapter options: " + (", ".join(opts) or "none"), True)}
+                                  "adapter options: "
+                                  + (", ".join(target.cfg.caps.options) or "none"), True)}
     h = probe.hypers
     theta = target.x(probe.theta)
     grads = [target.x(g) for g in probe.grads]

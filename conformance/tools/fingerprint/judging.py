@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from adamw_conformance.adapters.base import ParamState
-from adamw_conformance.core.drive import Config, judge_values, trajectory
+from adamw_conformance.core import trajectory
+from adamw_conformance.core.checks import judge_values
+from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Model, ratios
 from adamw_conformance.spec.bounds import Precision
 from adamw_conformance.spec.conventions import EXPLANATIONS
@@ -56,7 +58,7 @@ def trajectory_ratio(model: Model, prec: Precision, theta: np.ndarray,
                      after: np.ndarray) -> float:
     """The largest err/bound of the parameters after `grads`, against the exact trajectory of
     `model` from `theta` (inf where the target is non-finite)."""
-    exact, bound = trajectory(model, prec, theta, grads, hyper)
+    exact, bound = trajectory.expect(model, prec, theta, grads, hyper)
     r = ratios(after, exact["theta"], bound)
     r = np.where(np.isfinite(after), r, np.inf)
     return float(np.nanmax(r)) if np.any(~np.isnan(r)) else np.inf

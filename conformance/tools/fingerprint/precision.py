@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 from adamw_conformance.adapters.base import ParamState
-from adamw_conformance.core.drive import read_each_state
 from adamw_conformance.core.precision import LOW_DTYPES, compute_verdict, within_compute
+from adamw_conformance.core.replay import read_each_state
 from adamw_conformance.core.strategies import representable
 from adamw_conformance.spec.formats import format_of
 from adamw_conformance.spec.rounding import ulp_distance

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from adamw_conformance.core.drive import ImplementationError
+from adamw_conformance.core.calls import ImplementationError
 from adamw_conformance.tools.fingerprint import judges, precision, probes
 from adamw_conformance.tools.fingerprint.answers import (
     ADAM_FAMILY,

@@ -8,15 +8,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from adamw_conformance.adapters.base import (
-    GroupSetup,
-    ParamState,
-    Setup,
-    declared_orders,
-)
-from adamw_conformance.core.drive import Config, create, guarded, read_states, step
+from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup
+from adamw_conformance.core.calls import create, guarded, step
+from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Model
 from adamw_conformance.core.precision import LOW_DTYPES
+from adamw_conformance.core.replay import read_states
 from adamw_conformance.core.strategies import representable
 from adamw_conformance.spec.conventions import Convention
 from adamw_conformance.tools.fingerprint.judging import Candidate, worst
@@ -47,10 +44,7 @@ class Target:
         self.declared = Config(adapter, dtype=dtype, device=device, timeout=timeout)
         # Orders the adapter declares (Keras': float32 scalars) widen the bound where the
         # convention under test is the one they are written for, as in a conformance run.
-        try:
-            self.orders = declared_orders(adapter)
-        except ValueError:
-            self.orders = ()
+        self.orders = self.cfg.caps.orders
 
     def x(self, values: Sequence[float]) -> np.ndarray:
         """`values` rounded to the nearest of the target's dtype (exact inputs)."""
