@@ -255,6 +255,7 @@ class SessionPlugin:
         default = environment_profile()
         check_profile(default, "CONFORMANCE_PROFILE")
         settings.load_profile(default)
+        _draw_no_local_constants()
         profile = config.getoption("--hypothesis-profile", None) or default
         derandomized = check_profile(profile).derandomize
         given = config.getoption("--hypothesis-seed", None)
@@ -358,6 +359,22 @@ class SessionPlugin:
                 terminalreporter.write_line(line)
         for line in self.judged_under():
             terminalreporter.write_line(f"conformance: {line}", yellow=True)
+
+
+def _draw_no_local_constants() -> None:
+    """Hypothesis (6.131+) mixes into its draws constants harvested from every local module
+    imported so far, so a derandomized profile's examples would depend on what the process
+    happened to import first: the fingerprint of a root-cause summary, a user's modules, an
+    earlier run in the same process. The suite draws regimes and seeds, not constants: it takes
+    none, so that `ci` draws the same examples in every process and the reproduce line holds."""
+    try:
+        from hypothesis.internal.conjecture import providers
+        empty = type(providers._local_constants)(
+            **{name: type(values)(key=getattr(values, "key", None))
+               for name, values in vars(providers._local_constants).items()})
+    except Exception:  # noqa: BLE001 - a Hypothesis without the feature, or a changed one
+        return
+    providers._get_local_constants = lambda: empty
 
 
 def _in_suite(path: Path) -> bool:

@@ -1,0 +1,48 @@
+"""The `ci` profile draws the same examples in every process: what the process imported before
+(the fingerprint of a root-cause summary, a user's modules, an earlier in-process run) does not
+change them (Hypothesis would otherwise mix constants of every local module into its draws)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from tests.suite import run_suite
+
+TARGET = ("conformance/test_dtype.py::test_precision",
+          "--impl=impl.mutants.dtype:Bfloat16Arithmetic", "--dtype=bfloat16")
+
+
+def _texts(messages: dict[str, str]) -> list[str]:
+    return [m for m in messages.values()]
+
+
+def test_draws_do_not_depend_on_what_was_imported(tmp_path, monkeypatch) -> None:
+    before = run_suite(*TARGET)
+    # A local module full of unusual constants, as a user's repository has.
+    (tmp_path / "odd_constants.py").write_text(
+        "VALUES = [3.1224728614163555e-158, 2.225073858507203e-309, 1e300, -7.5e-45, 65504.0]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("odd_constants")
+    importlib.import_module("adamw_conformance.tools.fingerprint.judges")
+    try:
+        after = run_suite(*TARGET)
+    finally:
+        sys.modules.pop("odd_constants", None)
+    assert before.rc == after.rc == 1, (before.results, after.results)
+    assert _texts(before.messages) == _texts(after.messages)
+
+
+def test_the_suite_draws_no_local_constants(tmp_path, monkeypatch) -> None:
+    """The mechanism: once a run of the suite is configured, Hypothesis is given no constants
+    of local modules to mix in, however many the process has imported."""
+    from hypothesis.internal.conjecture import providers
+
+    (tmp_path / "more_constants.py").write_text("X = [1.2345e-200, 9.875e250, 123456789]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("more_constants")
+    try:
+        run_suite("conformance/test_input.py::test_validation")
+        assert len(providers._get_local_constants()) == 0
+    finally:
+        sys.modules.pop("more_constants", None)
