@@ -64,6 +64,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--compute-dtype", default=None, choices=DTYPES,
                     help="the dtype the implementation declares it computes in "
                          "(default: float32 for bf16/fp16 parameters, else the dtype)")
+    group.addoption("--hyper-dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                    help="the dtype the implementation declares it takes its hyperparameters "
+                         "and their arithmetic in (1 - beta2, lr * weight_decay, beta^t), as a C "
+                         "float kernel does with float32 (default: exact, Python floats and "
+                         "double arithmetic; see docs/tolerance-model.md)")
     group.addoption("--conventions", default="default",
                     help="AdamW conventions the implementation claims, e.g. 'eps=hat' or "
                          "'decay_coupling=independent,counter=group' (see README), or 'auto': "
@@ -145,7 +150,7 @@ def _config(config: pytest.Config) -> Config:
     use_rule(rule, getattr(adapter, "pinned", None))
     cfg = Config(adapter, model, config.getoption("--dtype"),
                  config.getoption("--device"), config.getoption("--compute-dtype"),
-                 config.getoption("--impl-timeout"), text)
+                 config.getoption("--impl-timeout"), text, config.getoption("--hyper-dtype"))
     config.stash[_CONFIG] = cfg
     return cfg
 

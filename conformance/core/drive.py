@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 from adamw_conformance.adapters.base import Adapter, ParamState, Run, Setup, capability
+from adamw_conformance.core import record
 from adamw_conformance.core.judge import Mismatch, Model, compare, format_hyper
 from adamw_conformance.spec.bounds import Bound, Precision, environment, max_over_orders
-from adamw_conformance.spec.formats import opmath
+from adamw_conformance.spec.formats import format_of, opmath
 
 
 class ImplementationError(AssertionError):
@@ -30,10 +31,13 @@ class Config:
     compute: str | None = None  # declared arithmetic dtype; None: PyTorch's opmath of dtype
     timeout: float = 60.0
     impl_text: str = "torch.optim.AdamW"
+    #: declared hyperparameter dtype (--hyper-dtype); None: exact (Python floats, double)
+    hyper: str | None = None
 
     def precision(self, state_dtype: str | None = None) -> Precision:
         return Precision.of(self.dtype, state=state_dtype or self.dtype,
-                            compute=self.compute or opmath(Precision.of(self.dtype).param).name)
+                            compute=self.compute or opmath(Precision.of(self.dtype).param).name,
+                            hyper=format_of(self.hyper) if self.hyper else None)
 
     def options(self, **wanted: Any) -> dict[str, Any]:
         """The subset of `wanted` options the target accepts (amsgrad, maximize, ...)."""
@@ -179,6 +183,10 @@ class StepOutcome:
     mismatches: list[tuple[int, Mismatch]]
     bounds: list[dict[str, Bound]]
     exact: list[Any]
+    #: per parameter, the step's inputs (params, state, gradient, t) where it was judged, else
+    #: None: what a diagnosis re-judges under another model (`float32_hyperparameters`)
+    inputs: list[tuple[np.ndarray, dict[str, Any], np.ndarray, int] | None] = field(
+        default_factory=list)
 
 
 def judge_step(cfg: Config, run: Run, before: Sequence[np.ndarray],
@@ -205,6 +213,7 @@ def failure(prop: str, cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[
     lines.append(f"  judged against: rule {cfg.model.rule.name}; precision "
                  f"{cfg.precision().label()}")
     lines += [f"  note: {n}" for n in rounded_to_one(cfg.dtype, hypers)]
+    lines += [f"  note: {n}" for n in float32_hyperparameters(cfg, outcome, hypers)]
     if repro:
         lines.append("  reproduce:\n" + "\n".join("    " + r for r in repro.splitlines()))
     return "\n".join(lines)
@@ -230,6 +239,41 @@ def rounded_to_one(dtype: str, hypers: Sequence[dict[str, float]]) -> list[str]:
                          f"to the parameter dtype has 1 - {k} off by "
                          f"{abs(cast - b) / (1 - b):.0%}, and its bias correction with it")
     return notes
+
+
+def float32_hyperparameters(cfg: Config, outcome: StepOutcome,
+                            hypers: Sequence[dict[str, float]]) -> list[str]:
+    """A diagnosis from evidence, never a verdict: where every parameter out of the bound is
+    within the bound of the same step with its hyperparameters rounded to float32 (the oracle
+    at those values, judged in the --hyper-dtype=float32 profile), the implementation computes
+    its hyperparameters as C floats. Computed only for a failed step of known inputs, and only
+    where the rounding changes a hyperparameter."""
+    if cfg.hyper is not None or not outcome.mismatches or not outcome.inputs:
+        return []
+    declared = replace(cfg, hyper="float32")
+    changed: dict[str, tuple[float, float]] = {}
+    for i in sorted({i for i, _ in outcome.mismatches}):
+        if i >= len(outcome.inputs) or outcome.inputs[i] is None:
+            return []
+        params, state, grad, t = outcome.inputs[i]
+        h32 = {k: float(np.float32(v)) for k, v in hypers[i].items()}
+        changed.update({k: (v, h32[k]) for k, v in hypers[i].items() if h32[k] != v})
+        now = outcome.states[i] if outcome.states is not None else None
+        sdtype = now.dtype if now is not None else None
+        exact, bnd = cfg.model.expect(params, grad, state, h32, t, declared.precision(sdtype))
+        got = {"theta": outcome.params[i], **(now.as_mapping() if now is not None else {})}
+        with record.suspended():
+            for name, value in got.items():
+                fmt = cfg.dtype if name == "theta" else (sdtype or cfg.dtype)
+                if name in bnd and compare(name, value, exact[name], bnd[name], fmt):
+                    return []
+    if not changed:
+        return []
+    shown = ", ".join(f"{k}={a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+    return [f"every parameter out of the bound is within the bound of the same step with its "
+            f"hyperparameters rounded to float32 ({shown}; --hyper-dtype=float32): the "
+            f"implementation computes its hyperparameters in float32, as a C float kernel "
+            f"does. If it is meant to, declare --hyper-dtype=float32"]
 
 
 def reproduction(cfg: Config, prop: str) -> str:
@@ -327,12 +371,15 @@ def judge_values(cfg: Config, after: Sequence[np.ndarray],
     mismatches: list[tuple[int, Mismatch]] = []
     bounds: list[dict[str, Bound]] = []
     exacts: list[Any] = []
+    inputs: list[Any] = []
     for i, g in enumerate(grads):
         s = before_states[i]
         if g is None or s is None:
             bounds.append({})
             exacts.append(None)
+            inputs.append(None)
             continue
+        inputs.append((before[i], s.as_mapping(), g, s.step + 1))
         now = states[i] if states is not None else None
         sdtype = now.dtype if now is not None else None
         exact, bnd = model.expect(before[i], g, s.as_mapping(), hypers[i], s.step + 1,
@@ -348,7 +395,7 @@ def judge_values(cfg: Config, after: Sequence[np.ndarray],
             if bad:
                 mismatches.append((i, bad))
     return StepOutcome(list(after), None if states is None else list(states),  # type: ignore[arg-type]
-                       mismatches, bounds, exacts)
+                       mismatches, bounds, exacts, inputs)
 
 
 def read_each_state(run: Run, n: int) -> list[ParamState | None]:

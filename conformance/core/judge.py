@@ -29,7 +29,13 @@ from adamw_conformance.spec.filter import mode as oracle_mode
 from adamw_conformance.spec.formats import format_of
 from adamw_conformance.spec.lazy_oracle import ExactOutput, lazy_step
 from adamw_conformance.spec.oracle import Oracle, StepResult
-from adamw_conformance.spec.orders import DECLARABLE, adam_orders, adamw_orders, straightforward
+from adamw_conformance.spec.orders import (
+    DECLARABLE,
+    adam_orders,
+    adamw_orders,
+    straightforward,
+    with_scalar,
+)
 from adamw_conformance.spec.orders_other import other_orders
 from adamw_conformance.spec.rounding import round_to, ulp_distance
 from adamw_conformance.spec.rule import Rule
@@ -64,11 +70,12 @@ class Model:
     def orders(self, prec: Precision):
         if self.rule_name == "adamw":
             return adamw_orders(self.rule, self.convention, prec.compute,
-                                self.declared_orders)
+                                self.declared_orders, prec.hyper)
         if self.rule_name in ("adam", "adam_l2"):
             coupling = "l2" if self.rule_name == "adam_l2" else "none"
-            return adam_orders(self.rule, coupling, self.convention, prec.compute)
-        return other_orders(self.rule)
+            return adam_orders(self.rule, coupling, self.convention, prec.compute, prec.hyper,
+                               self.declared_orders)
+        return tuple(with_scalar(o, prec.hyper) for o in other_orders(self.rule))
 
     def expect(self, params: Any, grad: Any, state: Mapping[str, Any], hyper: Mapping[str, float],
                t: int, prec: Precision) -> tuple[StepResult, dict[str, Bound]]:
