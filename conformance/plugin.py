@@ -114,7 +114,7 @@ def _config(config: pytest.Config) -> Config:
     cached = config.stash.get(_CONFIG, None)
     if cached is not None:
         return cached
-    from adamw_conformance.adapters.base import declared_orders
+    from adamw_conformance.adapters.base import declared_hyper, declared_orders
     from adamw_conformance.core import rules
     from adamw_conformance.core.drive import Config
     from adamw_conformance.core.judge import Model
@@ -150,7 +150,9 @@ def _config(config: pytest.Config) -> Config:
     use_rule(rule, getattr(adapter, "pinned", None))
     cfg = Config(adapter, model, config.getoption("--dtype"),
                  config.getoption("--device"), config.getoption("--compute-dtype"),
-                 config.getoption("--impl-timeout"), text, config.getoption("--hyper-dtype"))
+                 config.getoption("--impl-timeout"), text,
+                 config.getoption("--hyper-dtype")
+                 or declared_hyper(adapter, config.getoption("--dtype")))
     config.stash[_CONFIG] = cfg
     return cfg
 

@@ -1,8 +1,9 @@
 """The general order: one evaluation order whose bound covers every reasonable way of computing
-an Adam-family step under any convention, including the ones nobody traced.
+an Adam-family step in the declared precision, under any convention, including the ways nobody
+traced.
 
-Real implementations differ from the traced kernels (`spec.orders`) in three ways that matter to
-the rounding error, and this order is built to cover each (docs/tolerance-model.md, "Evaluation
+Real implementations differ from the traced kernels (`spec.orders`) in two ways that matter to
+the rounding error, and this order is built to cover both (docs/tolerance-model.md, "Evaluation
 orders"):
 
 - **the decay, factored or expanded**: `theta (1 - lr wd)` (torch), or `theta - (lr wd) theta`
@@ -17,20 +18,19 @@ orders"):
   partial sums are formed in (`spec.bounds`: an n-ary add's magnitude is the sum of |terms|);
   every product is one flat product of all its factors, each scalar factor cast separately to
   the compute format (`lr * m / bc1 / denom` computed as `(lr / bc1) * m / denom`, or `m * lr`
-  then `/ bc1`, or with `1 / bc1` formed first: first order, a product's relative error is the
-  sum of its roundings, and the flat product charges the most any association makes);
-- **stores**: an eager implementation (one ATen op at a time) writes every intermediate to a
-  tensor of the parameter's or the state's dtype, and a PyTorch op may round its scalar operand
-  to that dtype (`_foreach_mul_`, `add_(alpha=)`, a scalar `add_`). Here every tensor operation
-  is stored and every scalar operand is rounded to the tensor dtype; the terms of an n-ary sum
-  are stored too, which covers any intermediate partial sum's store (|a + b| <= |a| + |b|). In
-  float32 and float64 these stores are exact and the order is fused-like: opmath throughout.
+  then `/ bc1`, or with `1 / bc1` formed first: to first order, a product's relative error is
+  the sum of its roundings, and the flat product charges the most any association makes).
+
+It computes in the compute format and stores each output once, as "compute in float32, store
+bf16" means: an implementation that stores its intermediates in bfloat16 one op at a time, other
+than torch's traced eager paths, computes in bfloat16 as far as the bound can tell
+(`dtype.precision` says so), and is covered by this order under `--compute-dtype=bfloat16`.
 
 The moments and the direction are the spec's own (`spec.rules.adam`: `_moments`, `_direction`,
 `_decay_rate`, `_debiased`), so the order is the rule rearranged for every convention; the
-symbolic tests prove it equal to the rule with the markers stripped (tests/test_facts.py,
-tests/test_rule_facts.py). Its bound is at least the spec's own order's wherever they share a
-rounding, and a few times a traced kernel's in the typical regime (reports/tightness.md).
+symbolic tests prove it equal to the rule with the markers stripped (tests/test_orders.py,
+tests/test_facts.py, tests/test_rule_facts.py). Its price in tightness is measured by
+`python -m adamw_conformance.tools.tightness` (reports/tightness.md).
 """
 
 from __future__ import annotations
@@ -39,16 +39,11 @@ from collections.abc import Callable
 
 import sympy as sp
 from adamw_conformance.spec.conventions import Convention
-from adamw_conformance.spec.markers import MARKERS, StoreParam, StoreState
 from adamw_conformance.spec.rule import Update
 from adamw_conformance.spec.rules.adam import _debiased, _decay_rate, _direction, _moments
-from adamw_conformance.spec.symbols import SCALARS, g, lr, theta
+from adamw_conformance.spec.symbols import g, lr, theta
 
-__all__ = ["adamw_expanded", "eager", "flatten", "general_build"]
-
-
-def _is_scalar(x: sp.Basic) -> bool:
-    return x.free_symbols <= SCALARS
+__all__ = ["adamw_expanded", "flatten", "general_build"]
 
 
 def flatten(x: sp.Basic) -> sp.Basic:
@@ -82,56 +77,6 @@ def _factors(x: sp.Basic, out: list[sp.Basic], invert: bool) -> None:
         out.append(flatten(x))
 
 
-def eager(update: Update) -> Update:
-    """Every tensor operation of `update` stored in its output's format, every scalar operand of
-    a tensor operation rounded to it, and the terms of every n-ary sum stored: what an eager
-    implementation of the same arithmetic may round, one ATen op at a time. The state outputs
-    are rewritten first, so the moments the parameter update reuses are state-format values."""
-    memo: dict[sp.Basic, sp.Basic] = {}
-    order = [k for k in update if k != "theta"] + ["theta"]
-    out = {k: _stored(update[k], StoreParam if k == "theta" else StoreState, memo)
-           for k in order}
-    return {k: out[k] for k in update}
-
-
-def _exact(x: sp.Basic) -> bool:
-    """A tensor operation that rounds nothing: a max, or a negation (-1 times one factor)."""
-    if isinstance(x, sp.Max):
-        return True
-    if isinstance(x, sp.Mul):
-        numbers = [a for a in x.args if a.is_Number]
-        return len(x.args) - len(numbers) == 1 and all(abs(a) == 1 for a in numbers)
-    return False
-
-
-def _stored(x: sp.Basic, store: type, memo: dict[sp.Basic, sp.Basic]) -> sp.Basic:
-    if x.is_Atom or _is_scalar(x) or isinstance(x, MARKERS):
-        return x
-    if x in memo:
-        return memo[x]
-
-    def operand(a: sp.Basic) -> sp.Basic:
-        if a.is_Number:
-            return a
-        if _is_scalar(a):
-            return store(a)
-        return _stored(a, store, memo)
-
-    if isinstance(x, sp.Mul):
-        # A divisor stays a divisor (Pow(d, -1) inside the product): the division rounds once.
-        args = [sp.Pow(operand(a.base), -1, evaluate=False)
-                if isinstance(a, sp.Pow) and a.exp == -1 else operand(a) for a in x.args]
-    elif isinstance(x, sp.Pow):
-        args = [operand(x.base), x.exp]
-    else:
-        args = [operand(a) for a in x.args]
-    if isinstance(x, sp.Add) and len(args) > 2:
-        args = [a if a.is_Number or isinstance(a, MARKERS) else store(a) for a in args]
-    node = x.func(*args, evaluate=False)
-    memo[x] = node if _exact(x) else store(node)
-    return memo[x]
-
-
 def adamw_expanded(convention: Convention) -> Callable[[], Update]:
     """AdamW with the decay expanded: theta - rate theta - lr step (decay_target=previous) or
     x - rate x with x = theta - lr step (updated); the moments and the direction are the spec's."""
@@ -154,10 +99,10 @@ def adamw_expanded(convention: Convention) -> Callable[[], Update]:
 
 
 def general_build(base: Callable[[], Update]) -> Callable[[], Update]:
-    """The general order of a step whose (possibly expanded) arithmetic `base` builds: flattened,
-    then stored as an eager implementation stores it."""
+    """The general order of a step whose (possibly expanded) arithmetic `base` builds: every sum
+    and product flattened; opmath throughout, one store per output."""
 
     def build() -> Update:
-        return eager({k: flatten(e) for k, e in base().items()})
+        return {k: flatten(e) for k, e in base().items()}
 
     return build

@@ -17,7 +17,8 @@ import pytest
 from impl.equivalent import CORRECT, Correct
 from tests.suite import run_suite
 
-OWN_TESTS = {"torch-loop", "torch-foreach", "torch-fused", "ForeignAdamW"}
+OWN_TESTS = {"torch-loop", "torch-foreach", "torch-fused", "ForeignAdamW",
+             "TransformersAdamW", "ExpandedDecayAdamW"}  # last two: tests/test_orders.py, sweep
 SEEDS = range(1, 21)
 
 

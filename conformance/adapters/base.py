@@ -120,6 +120,19 @@ def declared_orders(adapter: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def declared_hyper(adapter: Any, dtype: str) -> str | None:
+    """The dtype the target takes its hyperparameters and their arithmetic in, where its adapter
+    says (`hyper_dtype = "float32"`: JAX computes beta^t and a Python float times a float32
+    array in float32), for parameters no finer than that dtype; None otherwise (exact). A run's
+    --hyper-dtype takes precedence."""
+    from adamw_conformance.spec.formats import format_of
+
+    hyper = getattr(adapter, "hyper_dtype", None)
+    if hyper is None or format_of(dtype).precision > format_of(hyper).precision:
+        return None
+    return str(hyper)
+
+
 NO_NONE_GRADS = "has no missing gradient (None): a framework without it cannot be judged on it"
 
 

@@ -26,6 +26,7 @@ from adamw_conformance.adapters.base import (
     ParamState,
     Setup,
     capability,
+    declared_hyper,
     declared_orders,
     takes_none_grads,
 )
@@ -304,8 +305,10 @@ class _Prober:
         # dtype's arithmetic for bf16/fp16): candidates differ by far more than that bound, and
         # a target that computes in bf16 is still identified. Precision is probed separately.
         compute = dtype if dtype in LOW_DTYPES else None
-        self.cfg = Config(adapter, dtype=dtype, device=device, compute=compute, timeout=timeout)
-        self.declared = Config(adapter, dtype=dtype, device=device, timeout=timeout)
+        hyper = declared_hyper(adapter, dtype)
+        self.cfg = Config(adapter, dtype=dtype, device=device, compute=compute, timeout=timeout,
+                          hyper=hyper)
+        self.declared = Config(adapter, dtype=dtype, device=device, timeout=timeout, hyper=hyper)
         self.found = Convention()
         self.rule = "adamw"
         self.follows: str | None = None  # the spec's non-Adam rule its plain steps follow

@@ -38,7 +38,8 @@ PATHS: dict[str, tuple[str, dict[str, bool]]] = {
 }
 
 #: Real orders: torch's paths, and the expanded decay of transformers and fairseq
-#: (spec/orders.py: expanded). The verdict is compared with the loosest of them too.
+#: (spec/orders.py: expanded; in float32 and float64, see `measure`). The verdict is compared
+#: with the loosest of them too.
 REAL = ("torch_loop", "torch_foreach", "fused", "expanded")
 
 BASE = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2}
@@ -154,7 +155,14 @@ def measure(dtype: str, n: int, seed: int, with_errors: bool = True) -> Iterator
 
     model, prec = Model(), Precision.of(dtype)
     orders = model.orders(prec)
-    real = [o for o in orders if o.name in REAL] + [expanded()]
+    # The expanded decay's order stores m * beta1 and the decay in the parameter's dtype, which
+    # in bfloat16 is bf16 arithmetic as far as a bound can tell: it is judged there under
+    # --compute-dtype=bfloat16, so it is a real order of the default profile only where its
+    # stores are exact.
+    extra = expanded()
+    real = [o for o in orders if o.name in REAL]
+    if prec.param == prec.compute:
+        real.append(extra)
     for r, (name, draw) in enumerate(regimes(n).items()):
         cases = draw(np.random.default_rng([seed, r, DTYPES.index(dtype)]))
         acc: dict[str, dict[str, list[np.ndarray]]] = {p: {k: [] for k in OUTPUTS} for p in PATHS}
@@ -168,7 +176,7 @@ def measure(dtype: str, n: int, seed: int, with_errors: bool = True) -> Iterator
             state = {"m": arrays["m"], "v": arrays["v"]}
             env = environment(model.rule.inputs, arrays["theta"], arrays["g"], state,
                               case.hyper, case.t, model.rule.defaults)
-            each = {o.name: bound(o, env, prec) for o in (*orders, real[-1])}
+            each = {o.name: bound(o, env, prec) for o in (*orders, extra)}
             exact = bounds = None
             if with_errors:
                 exact, bounds = model.expect(arrays["theta"], arrays["g"], state, case.hyper,
