@@ -117,6 +117,12 @@ class Float32HyperAdamW(_Base):
     conformance_rule = "adamw"
 
     def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> None:
+        # IEEE results without numpy's warnings, as the C loop computes them (a beta that
+        # rounds to 1.0f gives a zero bias correction, a NaN gradient NaN)
+        with np.errstate(all="ignore"):
+            self._float_step(p, grad, state, group)
+
+    def _float_step(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> None:
         f = np.float32
         beta1, beta2 = f(group["betas"][0]), f(group["betas"][1])
         lr, eps, wd = f(group["lr"]), f(group["eps"]), f(group["weight_decay"])

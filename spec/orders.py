@@ -1,12 +1,22 @@
 """Evaluation orders: the same AdamW step arranged the way real kernels compute it.
 
 Rounding errors depend on the order of operations, so the bounds are derived per order and the
-bound for "any of these" is their maximum. Each order here is the rule's math rearranged, and a test
-proves symbolically that it equals `spec.rules.adam.adamw` (markers stripped): no order can drift
-from the spec. Trees are built with SymPy's rewriting off, so they keep the order written.
+bound for "any of these" is their maximum. Each order is the rule's math rearranged, and a test
+proves symbolically that it equals its rule (markers stripped): no order can drift from the
+spec. Trees are built with SymPy's rewriting off, so they keep the order written.
+
+- `straightforward`: the spec's own order; and `general` (`spec.orders_general`): the decay
+  expanded, sums and products free of association, for the orders nobody traced. Both under
+  every convention.
+- Traced from torch 2.13 (each docstring quotes the source it follows): `torch_loop`,
+  `torch_foreach`, `fused` (the default convention); `torch_capturable`,
+  `torch_capturable_foreach`, declared (`DECLARABLE`) by targets that take that branch; `keras`,
+  declared by the Keras adapter; `expanded` (transformers' and fairseq's decay), a real order the
+  general one covers, for the tightness report and tests.
 
 Markers (`spec.markers`) say where a value is stored to the tensor's dtype: after every ATen op for
-PyTorch's for-loop and foreach paths, only at the end for fused kernels.
+PyTorch's for-loop and foreach paths, only at the end for fused kernels; `Opmath` where torch
+takes a scalar into a float32 tensor.
 """
 
 from __future__ import annotations
