@@ -68,6 +68,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--compute-dtype", default=None, choices=DTYPES,
                     help="the dtype the implementation declares it computes in "
                          "(default: float32 for bf16/fp16 parameters, else the dtype)")
+    group.addoption("--hyper-dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                    help="the dtype the implementation declares it takes its hyperparameters "
+                         "and their arithmetic in (1 - beta2, lr * weight_decay, beta^t), as a C "
+                         "float kernel does with float32 (default: exact, Python floats and "
+                         "double arithmetic; see docs/tolerance-model.md)")
     group.addoption("--conventions", default="default",
                     help="AdamW conventions the implementation claims, e.g. 'eps=hat' or "
                          "'decay_coupling=independent,counter=group' (see README), or 'auto': "
@@ -116,6 +121,7 @@ def _config(config: pytest.Config) -> Config:
     cached = config.stash.get(_CONFIG, None)
     if cached is not None:
         return cached
+    from adamw_conformance.adapters.base import declared_hyper
     from adamw_conformance.core import rules, variants
     from adamw_conformance.core.config import Config
     from adamw_conformance.core.judge import Model
@@ -183,7 +189,8 @@ def _config(config: pytest.Config) -> Config:
         raise pytest.UsageError(f"--impl={text!r}: setting up the target raised "
                                 f"{type(e).__name__}: {e}") from None
     cfg = Config(adapter, model, session.dtype, session.device, session.compute_dtype,
-                 session.timeout, text)
+                 session.timeout, text,
+                 config.getoption("--hyper-dtype") or declared_hyper(caps, session.dtype))
     config.stash[_CONFIG] = cfg
     return cfg
 
@@ -270,6 +277,7 @@ class SessionPlugin:
             impl=config.getoption("--impl") or DEFAULT_IMPL,
             dtype=config.getoption("--dtype"), device=config.getoption("--device"),
             compute_dtype=config.getoption("--compute-dtype"),
+            hyper_dtype=config.getoption("--hyper-dtype"),
             xfails=config.getoption("--xfails"), profile=profile, seed=seed,
             timeout=config.getoption("--impl-timeout"))
         self.xfails: list[str] = []

@@ -147,6 +147,10 @@ CORRECT: tuple[Correct, ...] = (
             ("--conventions=moments=debiased",)),
     Correct("explicit_kernel", "impl.equivalent:explicit_kernel"),
     Correct("FoldedSqrt", "impl.equivalent:FoldedSqrt"),
+    # Orders nobody traced (impl/orders.py): transformers' and fairseq's expanded decay
+    Correct("TransformersAdamW", "impl.orders:TransformersAdamW",
+            ("--conventions=eps=hat,decay_target=updated",)),
+    Correct("ExpandedDecayAdamW", "impl.orders:ExpandedDecayAdamW"),
 )
 
 __all__ = ["CORRECT", "Correct", "DebiasedMoments", "DecayFromOldParams", "Float64Math",

@@ -1,12 +1,22 @@
 """Evaluation orders: the same AdamW step arranged the way real kernels compute it.
 
 Rounding errors depend on the order of operations, so the bounds are derived per order and the
-bound for "any of these" is their maximum. Each order here is the rule's math rearranged, and a test
-proves symbolically that it equals `spec.rules.adam.adamw` (markers stripped): no order can drift
-from the spec. Trees are built with SymPy's rewriting off, so they keep the order written.
+bound for "any of these" is their maximum. Each order is the rule's math rearranged, and a test
+proves symbolically that it equals its rule (markers stripped): no order can drift from the
+spec. Trees are built with SymPy's rewriting off, so they keep the order written.
+
+- `straightforward`: the spec's own order; and `general` (`spec.orders_general`): the decay
+  expanded, sums and products free of association, for the orders nobody traced. Both under
+  every convention.
+- Traced from torch 2.13 (each docstring quotes the source it follows): `torch_loop`,
+  `torch_foreach`, `fused` (the default convention); `torch_capturable`,
+  `torch_capturable_foreach`, declared (`DECLARABLE`) by targets that take that branch; `keras`,
+  declared by the Keras adapter; `expanded` (transformers' and fairseq's decay), a real order the
+  general one covers, for the tightness report and tests.
 
 Markers (`spec.markers`) say where a value is stored to the tensor's dtype: after every ATen op for
-PyTorch's for-loop and foreach paths, only at the end for fused kernels.
+PyTorch's for-loop and foreach paths, only at the end for fused kernels; `Opmath` where torch
+takes a scalar into a float32 tensor.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import sympy as sp
 from adamw_conformance.spec.conventions import DEFAULT, Convention
 from adamw_conformance.spec.formats import FLOAT32, FLOAT64, Format
 from adamw_conformance.spec.markers import Opmath, StoreParam, StoreState
+from adamw_conformance.spec.orders_general import adamw_expanded, general_build
 from adamw_conformance.spec.rule import Rule, Update
 from adamw_conformance.spec.symbols import (
     beta1,
@@ -134,14 +145,28 @@ def _torch_eager(amsgrad: bool, foreach: bool, coupling: str = "decoupled"
 
 
 def torch_loop(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
-    """torch.optim.AdamW (Adam: `coupling`), foreach=False: one rounding per ATen op."""
+    """torch.optim.AdamW (Adam: `coupling`), foreach=False: one rounding per ATen op. torch
+    2.13, torch/optim/adam.py `_single_tensor_adam`, the non-capturable branch:
+
+        param.mul_(1 - lr * weight_decay)          # Python double, taken in opmath
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size = lr / bias_correction1          # Python doubles (bias corrections too)
+        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+        param.addcdiv_(exp_avg, denom, value=-step_size)
+
+    Adam+L2 instead: grad = grad.add(param, alpha=weight_decay) (`_coupled`)."""
     return Order("torch_loop", _torch_eager(amsgrad, False, coupling), FLOAT64,
                  "PyTorch for-loop: lerp, addcmul, step_size=lr/bc1, "
                  "denom=sqrt(v)/sqrt(bc2)+eps, addcdiv; Python-float scalars")
 
 
 def torch_foreach(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
-    """torch.optim.AdamW, foreach=True: the loop's ops (on CPU the _foreach_ ops loop over the
+    """torch.optim.AdamW, foreach=True: torch 2.13, torch/optim/adam.py `_multi_tensor_adam`,
+    the non-capturable branch: `_foreach_mul_(params, 1 - lr*wd)`, `_foreach_lerp_`,
+    `_foreach_mul_(exp_avg_sqs, beta2)`, `_foreach_addcmul_(.., 1 - beta2)`, `_foreach_sqrt`,
+    `_foreach_div_` by sqrt(bc2) and `_foreach_add_(.., eps)` (Python doubles), then
+    `_foreach_addcdiv_` with -lr/bc1. The loop's ops (on CPU the _foreach_ ops loop over the
     tensors), except that _foreach_mul_ rounds its scalar (1 - lr*wd, beta2) to the tensor dtype.
     Identical to the loop for float32/float64; in bfloat16, beta2 = 0.999 becomes 1.0."""
     return Order("torch_foreach", _torch_eager(amsgrad, True, coupling), FLOAT64,
@@ -149,8 +174,38 @@ def torch_foreach(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
                  "dtype by _foreach_mul_")
 
 
+def _f32(x: sp.Expr, ulps: int = 1) -> sp.Expr:
+    """A value torch computes as a 0-dim float32 tensor (the capturable paths' step counter is
+    one): rounded to the compute format, `ulps` roundings' budget (2 for pow and sqrt)."""
+    return _in_compute(x, ulps)
+
+
 def torch_capturable(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
-    """capturable=True: bias corrections are 0-dim tensors, lr folded into the denominator."""
+    """torch.optim.AdamW(capturable=True) on its single-tensor path, and differentiable=True
+    (the same branch): torch 2.13, torch/optim/adam.py `_single_tensor_adam`, the
+    `if capturable or differentiable:` branch.
+
+    Only the bias corrections are 0-dim float32 tensors, because the step counter is one
+    (`state["step"]`, float32); everything the non-capturable path takes as a Python float stays
+    one, computed in double and taken into opmath by the tensor op:
+
+        param.mul_(1 - lr * weight_decay)                # double scalar, as the loop
+        exp_avg.lerp_(grad, 1 - beta1)                   # double weight, as the loop
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias_correction1 = 1 - beta1 ** step             # float32: beta1 cast, pow, rsub
+        step_size = lr / bias_correction1                # Tensor.__rtruediv__: reciprocal()*lr
+        step_size_neg = step_size.neg()
+        bias_correction2_sqrt = bias_correction2.sqrt()
+        denom = (exp_avg_sq.sqrt() / (bias_correction2_sqrt * step_size_neg)
+                 ).add_(eps / step_size_neg)             # eps / t: reciprocal() * eps
+        param.addcdiv_(exp_avg, denom)
+
+    Measured on CPU (differentiable=True, and capturable=True with the device check lifted):
+    these scalars, emulated in numpy float32, reproduce torch's step bit for bit in float32 and
+    bfloat16. `lr` and `eps` enter as float32 operands of 0-dim float32 ops; the division of a
+    bf16 tensor by the 0-dim float32 tensor takes its float32 value, `.add_` of one rounds it to
+    bf16 (StoreParam).
+    """
 
     def build() -> Update:
         if coupling == "decoupled":
@@ -160,21 +215,75 @@ def torch_capturable(amsgrad: bool = False, coupling: str = "decoupled") -> Orde
         m1 = StoreState(_lerp(m, grad, 1 - beta1))
         v1 = _second_moment(StoreState, grad=grad)
         source, extra = _denominator_source(v1, amsgrad, StoreState)
-        step_size_neg = -(lr / (1 - beta1**t))
-        bc2_sqrt = sp.sqrt(1 - beta2**t)
-        denom = StoreParam(StoreParam(StoreParam(sp.sqrt(source)) / (bc2_sqrt * step_size_neg))
-                           + eps / step_size_neg)
+        bc1 = _f32(1 - _f32(_f32(beta1) ** t, 2))
+        bc2 = _f32(1 - _f32(_f32(beta2) ** t, 2))
+        step_size_neg = -_f32(_f32(1 / bc1) * _f32(lr))
+        scale = _f32(_f32(sp.sqrt(bc2), 2) * step_size_neg)
+        eps_scaled = _f32(_f32(1 / step_size_neg) * _f32(eps))
+        denom = StoreParam(StoreParam(StoreParam(sp.sqrt(source)) / scale)
+                           + StoreParam(eps_scaled))
         new = StoreParam(decayed + m1 / denom)  # addcdiv_(m, denom), value 1
         return {"theta": new, "m": m1, "v": v1, **extra}
 
-    return Order("torch_capturable", build, FLOAT32,
-                 "PyTorch capturable: float32 0-dim tensor scalars, "
+    return Order("torch_capturable", build, FLOAT64,
+                 "PyTorch capturable (single tensor) and differentiable: bias corrections, "
+                 "step size and eps/-step_size in 0-dim float32 tensors, "
                  "denom = sqrt(v)/(sqrt(bc2)*-step_size) + eps/-step_size")
+
+
+def torch_capturable_foreach(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
+    """torch.optim.AdamW(capturable=True, foreach=True): torch 2.13, torch/optim/adam.py
+    `_multi_tensor_adam`, the `if capturable:` branch. The foreach loop's scalars
+    (`_foreach_mul_` rounds 1 - lr*wd and beta2 to the tensor dtype), then the bias corrections
+    as lists of 0-dim float32 tensors and a denominator divided by the step size:
+
+        bias_correction1 = _foreach_pow(beta1, steps); _foreach_sub_(bias_correction1, 1)
+        bias_correction2 = _foreach_pow(beta2, steps); _foreach_sub_(.., 1); _foreach_neg_(..)
+        _foreach_div_(bias_correction1, lr); _foreach_reciprocal_(bias_correction1)
+        step_size = bias_correction1                     # lr / (beta1^t - 1), negative
+        _foreach_sqrt_(bias_correction2)
+        exp_avg_sq_sqrt = _foreach_sqrt(exp_avg_sqs)
+        _foreach_div_(exp_avg_sq_sqrt, bias_correction2_sqrt)
+        _foreach_add_(exp_avg_sq_sqrt, eps)
+        _foreach_div_(exp_avg_sq_sqrt, step_size)
+        _foreach_addcdiv_(params, exp_avgs, exp_avg_sq_sqrt)
+
+    Measured as torch_capturable (CPU, the device check lifted): bit for bit in float32 and
+    bfloat16. On CUDA the same ops run as multi-tensor kernels in opmath, one store per op.
+    """
+
+    def build() -> Update:
+        if coupling == "decoupled":
+            decayed, grad = StoreParam(theta * StoreParam(1 - lr * weight_decay)), g
+        else:
+            decayed, grad = _coupled(coupling, StoreParam)
+        m1 = StoreState(_lerp(m, grad, 1 - beta1))
+        v1 = _second_moment(StoreState, StoreState(beta2), grad)
+        source, extra = _denominator_source(v1, amsgrad, StoreState)
+        bc1_minus_one = _f32(_f32(_f32(beta1) ** t, 2) - 1)
+        step_size = _f32(1 / _f32(bc1_minus_one / _f32(lr)))
+        bc2 = -_f32(_f32(_f32(beta2) ** t, 2) - 1)
+        denom = StoreParam(StoreParam(StoreParam(StoreParam(sp.sqrt(source))
+                                                 / _f32(sp.sqrt(bc2), 2)) + StoreParam(eps))
+                           / step_size)
+        new = StoreParam(decayed + m1 / denom)  # _foreach_addcdiv_(params, m, denom), value 1
+        return {"theta": new, "m": m1, "v": v1, **extra}
+
+    return Order("torch_capturable_foreach", build, FLOAT64,
+                 "PyTorch capturable foreach: bias corrections and lr/(b1^t - 1) in 0-dim "
+                 "float32 tensors, denom = (sqrt(v)/sqrt(bc2) + eps) / step_size")
 
 
 def fused(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
     """A fused kernel (torch's fused=True, typical CUDA/Triton): opmath throughout, double
-    scalars, one store per output."""
+    scalars, one store per output. torch 2.13's CPU kernel, aten/src/ATen/native/cpu/
+    FusedAdamKernel.cpp `adam_math` (reached from torch/optim/adam.py `_fused_adam` through
+    torch._fused_adamw_): bias corrections, 1 - beta and step_size = lr / bc1 in double, each
+    cast to opmath where used; `param * (1 - lr*wd)`; the lerp of exp_avg (fmadd); `exp_avg_sq *
+    beta2 + (1 - beta2) * grad * grad`; `sqrt(exp_avg_sq) / bc2_sqrt + eps`; `param +
+    (-step_size) * exp_avg / denom`; one store per output. torch's CUDA kernel
+    (aten/src/ATen/native/cuda/fused_adam_utils.cuh `adam_math`) decays in the expanded form
+    `param -= lr * weight_decay * param`, in double: the general order covers it."""
 
     def build() -> Update:
         if coupling == "decoupled":
@@ -249,14 +358,30 @@ def keras(amsgrad: bool = False) -> Order:
                  "tensors of the compute format, m*b1 + (1-b1) g, (m*alpha)/(sqrt(v)+eps)")
 
 
+def _keras(amsgrad: bool, coupling: str) -> Order | None:
+    return keras(amsgrad) if coupling == "decoupled" else None
+
+
 #: Orders an adapter may declare (`orders = ("keras",)`): name -> (the convention it is written
-#: for, counter and AMSGrad aside; its builder, taking `amsgrad`).
-DECLARABLE: dict[str, tuple[Convention, Callable[[bool], Order]]] = {
-    "keras": (Convention(eps="hat"), keras),
+#: for, counter and AMSGrad aside; its builder, taking `amsgrad` and the coupling of the decay,
+#: None where it does not compute that rule). torch's capturable orders are declared, not
+#: assumed: they compute beta^t, lr and eps / step_size in float32, and an implementation that
+#: rounds hyperparameters to float32 is judged as doing so only where it says so (the torch
+#: adapter declares them for capturable=True and differentiable=True, which take that branch).
+DECLARABLE: dict[str, tuple[Convention, Callable[[bool, str], Order | None]]] = {
+    "keras": (Convention(eps="hat"), _keras),
+    "torch_capturable": (DEFAULT, torch_capturable),
+    "torch_capturable_foreach": (DEFAULT, torch_capturable_foreach),
 }
 
+#: Declared orders that compute scalars in float32 tensors: left out where compute is finer (a
+#: float64 implementation with float32 scalars does not deliver float64 accuracy, and should be
+#: told so).
+FLOAT32_SCALARS = frozenset({"torch_capturable", "torch_capturable_foreach"})
 
-def declared_orders(rule: Rule, convention: Convention, names: tuple[str, ...]
+
+def declared_orders(rule: Rule, convention: Convention, names: tuple[str, ...],
+                    coupling: str = "decoupled", compute: Format = FLOAT32
                     ) -> tuple[Order, ...]:
     """The declared orders written for `convention` (the counter is the driver's business, not
     the step's; AMSGrad none or PyTorch's raw_max); the others do not compute this rule."""
@@ -270,45 +395,102 @@ def declared_orders(rule: Rule, convention: Convention, names: tuple[str, ...]
             continue
         if replace(convention, counter="parameter", amsgrad="none") != written_for:
             continue
-        order = build(convention.amsgrad == "raw_max")
-        out.append(_maximized(order) if rule.maximized else order)
+        if name in FLOAT32_SCALARS and compute.precision > FLOAT32.precision:
+            continue
+        order = build(convention.amsgrad == "raw_max", coupling)
+        if order is not None:
+            out.append(_maximized(order) if rule.maximized else order)
     return tuple(out)
+
+
+def general(rule: Rule, coupling: str, convention: Convention = DEFAULT) -> Order:
+    """The general order (`spec.orders_general`) of `rule` under `convention`: the decay
+    expanded where it is decoupled (AdamW), every sum and product free of association, every
+    tensor operation stored. In the bound of every Adam-family rule, under every convention."""
+    if coupling == "decoupled":
+        order = Order("general", general_build(adamw_expanded(convention)), FLOAT64,
+                      _GENERAL)
+        return _maximized(order) if rule.maximized else order
+    return Order("general", general_build(rule.build), FLOAT64, _GENERAL)
+
+
+_GENERAL = ("any reasonable order: decay expanded (theta - rate theta), n-ary sums and flat "
+            "products in any association, every tensor op and its scalars stored")
+
+
+def expanded(amsgrad: bool = False) -> Order:
+    """An eager AdamW in the default convention that decays in the expanded form and mixes the
+    first moment with mul_ and add_, as fairseq's Adam (fairseq/optim/adam.py `Adam.step`) and
+    transformers.optimization.AdamW 4.46 (`AdamW.step`) write them:
+
+        p.add_(p, alpha=-lr * weight_decay)              # ATen's add_ rounds alpha to the dtype
+        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (exp_avg_sq.sqrt() / sqrt(bias_correction2)).add_(eps)
+        p.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+
+    (transformers and fairseq fold sqrt(bias_correction2) into the step size, eps=hat; this is
+    their decay and first moment in torch's loop otherwise.) A real order the general one
+    covers, not itself in the bound: the tightness report compares the verdict with it, and
+    `impl.orders.ExpandedDecayAdamW` computes in it."""
+
+    def build() -> Update:
+        decayed = StoreParam(theta + StoreParam(-(lr * weight_decay)) * theta)
+        m1 = StoreState(StoreState(m * beta1) + StoreParam(1 - beta1) * g)
+        v1 = _second_moment(StoreState)
+        source, extra = _denominator_source(v1, amsgrad, StoreState)
+        step_size = lr / (1 - beta1**t)
+        denom = StoreParam(StoreParam(StoreParam(sp.sqrt(source)) / sp.sqrt(1 - beta2**t))
+                           + StoreParam(eps))
+        new = StoreParam(decayed + (-step_size) * m1 / denom)
+        return {"theta": new, "m": m1, "v": v1, **extra}
+
+    return Order("expanded", build, FLOAT64,
+                 "eager, p.add_(p, alpha=-lr*wd) and exp_avg.mul_(b1).add_(g, alpha=1-b1)")
+
+
+def with_scalar(order: Order, fmt: Format | None) -> Order:
+    """`order` with its hyperparameter-only arithmetic in `fmt` where that is coarser (a C
+    `float` kernel: every hyperparameter and 1 - beta, lr * wd, beta^t in float32)."""
+    if fmt is None or fmt.precision >= order.scalar.precision:
+        return order
+    return Order(order.name, order.build, fmt, f"{order.description}; scalars in {fmt}")
 
 
 @cache
 def adam_orders(rule: Rule, coupling: str, convention: Convention = DEFAULT,
-                compute: Format = FLOAT32) -> tuple[Order, ...]:
-    """adamw_orders for the Adam family: `coupling` "decoupled" (AdamW), "l2" (Adam+L2,
-    torch.optim.Adam with weight_decay), "none" (Adam). PyTorch's Adam and AdamW share one
-    implementation, so the traced orders differ only where the decay enters."""
+                compute: Format = FLOAT32, hyper: Format | None = None,
+                declared: tuple[str, ...] = ()) -> tuple[Order, ...]:
+    """The orders a bound for `rule` (the Adam family) takes the maximum over, for `compute`
+    precision: `coupling` "decoupled" (AdamW), "l2" (Adam+L2, torch.optim.Adam with
+    weight_decay), "none" (Adam). PyTorch's Adam and AdamW share one implementation, so the
+    traced orders differ only where the decay enters.
+
+    The spec's own order and the general one (`general`) hold under every convention; torch's
+    for-loop, foreach and fused orders are written for the default convention (optionally with
+    PyTorch's AMSGrad). `declared` names orders the implementation declares (`DECLARABLE`:
+    Keras', torch's capturable ones), added where they are written for `convention`. `hyper`:
+    the precision profile's hyperparameter format (`Precision.hyper`); where it is coarser than
+    double, every order's scalar arithmetic runs in it (`with_scalar`)."""
     orders = [straightforward(rule)]
     base = Convention(amsgrad=convention.amsgrad)
     if base == convention and convention.amsgrad in ("none", "raw_max"):
         ams = convention.amsgrad == "raw_max"
         kernel_orders = [torch_loop(ams, coupling), torch_foreach(ams, coupling),
                          fused(ams, coupling)]
-        if compute.precision <= FLOAT32.precision:
-            kernel_orders.append(torch_capturable(ams, coupling))
         if rule.maximized:
             kernel_orders = [_maximized(o) for o in kernel_orders]
         orders += kernel_orders
-    return tuple(orders)
+    orders.append(general(rule, coupling, convention))
+    orders += declared_orders(rule, convention, declared, coupling, compute)
+    return tuple(with_scalar(o, hyper) for o in orders)
 
 
-@cache
 def adamw_orders(rule: Rule, convention: Convention = DEFAULT,
-                 compute: Format = FLOAT32, declared: tuple[str, ...] = ()) -> tuple[Order, ...]:
-    """The orders a bound for `rule` (an AdamW) takes the maximum over, for `compute` precision.
-
-    The traced kernel orders are written for the default convention (optionally with PyTorch's
-    AMSGrad); other conventions are bounded in the spec's own order. The capturable order computes
-    bias corrections in float32, so it joins only where compute is float32 or coarser: a float64
-    implementation with float32 scalars does not deliver float64 accuracy, and should be told so.
-    `declared` names orders the implementation declares (`DECLARABLE`, e.g. Keras'), added
-    where they are written for `convention`.
-    """
-    return adam_orders(rule, "decoupled", convention, compute) + declared_orders(
-        rule, convention, declared)
+                 compute: Format = FLOAT32, declared: tuple[str, ...] = (),
+                 hyper: Format | None = None) -> tuple[Order, ...]:
+    """`adam_orders` of an AdamW (coupling "decoupled")."""
+    return adam_orders(rule, "decoupled", convention, compute, hyper, declared)
 
 
 def _maximized(order: Order) -> Order:

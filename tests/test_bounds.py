@@ -264,8 +264,9 @@ def test_foreach_bf16_rounds_mul_scalars() -> None:
     """torch's CPU _foreach_mul_ rounds its Python scalar to the tensor dtype (Tensor.mul_ keeps it
     in float32): in bf16, foreach=True multiplies by bf16(1 - lr*wd) and bf16(beta2). Inputs made
     to expose it: 1 - lr*wd just past a bf16 midpoint (rounded by ~1 u), theta near 2, an update
-    of about half an ulp in the direction the roundings already went. The bound holds only because
-    the torch_foreach order models those roundings: the other orders' bounds are exceeded."""
+    of about half an ulp in the direction the roundings already went. Of the traced orders only
+    torch_foreach models those roundings: the others' bounds are exceeded. (The general order,
+    which rounds every scalar operand to the tensor dtype, covers them too: it is left out.)"""
     c = 0.5 + 2**-8 + 2**-9 - 1e-7
     hyper = dict(lr=1.0, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1 - c)
     theta = np.repeat(2 - np.arange(1, 17) / 128, 64)  # the bf16 numbers just below 2
@@ -279,7 +280,7 @@ def test_foreach_bf16_rounds_mul_scalars() -> None:
     got = torch_step(case, foreach=True)
     check_paths(case)
     partial = check_all(got, result, bounds(case, precision(torch.bfloat16),
-                                            exclude=("torch_foreach",)))["theta"]
+                                            exclude=("torch_foreach", "general")))["theta"]
     assert partial.violations.size > 0, (
         f"torch_foreach order not needed here any more (max err/bound without it "
         f"{partial.max_ratio:.3f}); foreach and loop may have become identical")

@@ -24,10 +24,13 @@ from adamw_conformance.spec.markers import StoreParam, StoreState, strip
 from adamw_conformance.spec.orders import (
     adamw_orders,
     declared_orders,
+    expanded,
     fused,
+    general,
     keras,
     straightforward,
     torch_capturable,
+    torch_capturable_foreach,
     torch_loop,
 )
 
@@ -247,14 +250,20 @@ def _order_points(seed: int) -> list[dict]:
     return points(seed, 2, fixed={S.vmax: 0}) + points(seed + 1, 2, fixed={S.vmax: 20})
 
 
+#: torch's capturable orders, which an implementation declares (spec/orders.py: DECLARABLE).
+CAPTURABLE = ("torch_capturable", "torch_capturable_foreach")
+
+
 @pytest.mark.parametrize(("amsgrad", "maximized"), ORDER_CASES)
 def test_every_order_equals_the_rule(amsgrad, maximized):
     rule, convention = _rule_and_convention(amsgrad, maximized)
-    orders = adamw_orders(rule, convention, compute=FLOAT32)
+    orders = adamw_orders(rule, convention, compute=FLOAT32, declared=CAPTURABLE)
     names = [o.name for o in orders]
-    assert {"straightforward", "torch_loop", "fused", "torch_capturable"} <= set(names)
+    assert {"straightforward", "torch_loop", "torch_foreach", "fused", "general",
+            *CAPTURABLE} == set(names)
     assert len(set(names)) == len(names)
-    _assert_orders_equal_the_rule(orders, rule)
+    _assert_orders_equal_the_rule([*orders, expanded(amsgrad)] if not maximized else orders,
+                                  rule)
 
 
 def _assert_orders_equal_the_rule(orders, rule) -> None:
@@ -274,7 +283,7 @@ def test_declared_keras_order_equals_the_eps_hat_rule(amsgrad, maximized):
                             amsgrad="raw_max" if amsgrad else "none")
     rule = registry.get("adamw", convention, maximized=maximized)
     orders = adamw_orders(rule, convention, FLOAT32, ("keras",))
-    assert [o.name for o in orders] == ["straightforward", "keras"]
+    assert [o.name for o in orders] == ["straightforward", "general", "keras"]
     _assert_orders_equal_the_rule(orders, rule)
 
 
@@ -290,16 +299,17 @@ def test_declared_order_is_left_out_under_other_conventions():
         declared_orders(ADAMW, DEFAULT, ("nope",))
 
 
-def test_orders_for_float64_compute_leave_out_capturable():
-    names = {o.name for o in adamw_orders(ADAMW, compute=FLOAT64)}
-    assert {"straightforward", "torch_loop", "fused"} <= names
-    assert "torch_capturable" not in names
+def test_capturable_orders_are_declared_and_left_out_for_float64_compute():
+    assert not set(CAPTURABLE) & {o.name for o in adamw_orders(ADAMW, compute=FLOAT32)}
+    names = {o.name for o in adamw_orders(ADAMW, compute=FLOAT64, declared=CAPTURABLE)}
+    assert {"straightforward", "torch_loop", "fused", "general"} <= names
+    assert not set(CAPTURABLE) & names
 
 
-def test_other_conventions_get_only_the_spec_order():
+def test_other_conventions_get_the_spec_order_and_the_general_one():
     convention = Convention(eps="hat")
     orders = adamw_orders(registry.get("adamw", convention), convention)
-    assert [o.name for o in orders] == ["straightforward"]
+    assert [o.name for o in orders] == ["straightforward", "general"]
 
 
 def test_lerp_branches_are_both_taken():
@@ -316,7 +326,8 @@ def test_order_check_has_power():
     # convention does not match the default: the comparison above can fail.
     maximized = registry.get("adamw", maximized=True)
     pts = _order_points(11)
-    for order in (torch_loop(), fused(), torch_capturable()):
+    for order in (torch_loop(), fused(), torch_capturable(), torch_capturable_foreach(),
+                  expanded(), general(ADAMW, "decoupled")):
         assert differs_at(branches(strip(order.tree["theta"]))[0], maximized.update["theta"], pts)
     hat = straightforward(registry.get("adamw", Convention(eps="hat")))
     assert differs_at(hat.tree["theta"], THETA, pts)

@@ -20,7 +20,8 @@ import pytest
 from impl.equivalent import CORRECT, Correct
 from tests.suite import run_suite
 
-OWN_TESTS = {"torch-loop", "torch-foreach", "torch-fused", "ForeignAdamW", "Triton kernel"}
+OWN_TESTS = {"torch-loop", "torch-foreach", "torch-fused", "ForeignAdamW", "Triton kernel",
+             "TransformersAdamW", "ExpandedDecayAdamW"}  # last two: tests/test_orders.py, sweep
 #: Run once in the default run; the other correct implementations once under -m slow.
 DEFAULT = {"ReferenceAdamW", "reference kernel", "DebiasedMoments"}
 SEEDS = range(1, 21)

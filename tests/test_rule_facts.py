@@ -25,9 +25,10 @@ from tests.test_facts import _order_points, branches, differs_at, equal_at, poin
 def test_adam_orders_equal_the_rule(name, coupling, amsgrad):
     convention = Convention(amsgrad="raw_max") if amsgrad else DEFAULT
     rule = registry.get(name, convention)
-    orders = adam_orders(rule, coupling, convention, FLOAT32)
-    assert {"straightforward", "torch_loop", "torch_foreach", "fused",
-            "torch_capturable"} == {o.name for o in orders}
+    capturable = ("torch_capturable", "torch_capturable_foreach")
+    orders = adam_orders(rule, coupling, convention, FLOAT32, declared=capturable)
+    assert {"straightforward", "torch_loop", "torch_foreach", "fused", "general",
+            *capturable} == {o.name for o in orders}
     pts = _order_points(20)
     for order in orders:
         assert set(order.tree) == set(rule.update), order.name

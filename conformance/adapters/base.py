@@ -136,6 +136,10 @@ class Capabilities:
     #: The spec rule the target implements (core/rules.py). Default None: --rule=auto judges
     #: AdamW (or, under --conventions=auto, the rule its behaviour shows).
     rule: str | None = None
+    #: The dtype the target takes its hyperparameters and their arithmetic in ("float32": JAX
+    #: computes beta^t and a Python float times a float32 array in float32; a C float kernel).
+    #: Default None: exact (Python floats). A run's --hyper-dtype takes precedence.
+    hyper_dtype: str | None = None
 
     def accepts(self, option: str) -> bool:
         """Whether the target takes option `option` (amsgrad, maximize, ...)."""
@@ -145,6 +149,17 @@ class Capabilities:
         """Whether a hyperparameter passed as constructor keyword `keyword` reaches the target:
         always, where it declares no `accepts` (a user's adapter gets its Setup)."""
         return self.keywords is None or self.keywords(keyword)
+
+
+def declared_hyper(caps: Capabilities, dtype: str) -> str | None:
+    """The hyperparameter dtype the target declares (`Capabilities.hyper_dtype`), for parameters
+    no finer than that dtype; None otherwise (exact)."""
+    from adamw_conformance.spec.formats import format_of
+
+    hyper = caps.hyper_dtype
+    if hyper is None or format_of(dtype).precision > format_of(hyper).precision:
+        return None
+    return str(hyper)
 
 
 NO_NONE_GRADS = "has no missing gradient (None): a framework without it cannot be judged on it"

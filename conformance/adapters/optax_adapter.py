@@ -93,6 +93,10 @@ class OptaxAdapter:
 
     #: JAX has no missing gradient: see the module docstring.
     none_grads = False
+    #: jax computes optax's bias corrections (beta ** count, count an int32 array) and a
+    #: Python-float hyperparameter times a float32 array in float32: the hyperparameter
+    #: precision profile a run judges it in (adapters.base: declared_hyper)
+    hyper_dtype = "float32"
 
     def __init__(self, factory: Callable[..., Any] | None = None,
                  fixed: dict[str, Any] | None = None, name: str | None = None) -> None:

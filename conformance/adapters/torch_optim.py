@@ -107,6 +107,15 @@ class TorchOptimizerAdapter:
             self.pinned.update(beta1=float(self.fixed["betas"][0]),
                                beta2=float(self.fixed["betas"][1]))
 
+    @property
+    def orders(self) -> tuple[str, ...]:
+        """capturable=True and differentiable=True take torch's capturable branch, which
+        computes beta^t, lr and eps in float32 tensors: the evaluation orders declared for them
+        (spec/orders.py: DECLARABLE)."""
+        if self.fixed.get("capturable") or self.fixed.get("differentiable"):
+            return ("torch_capturable", "torch_capturable_foreach")
+        return ()
+
     def accepts(self, option: str) -> bool:
         return option in self.accepted
 

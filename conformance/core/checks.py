@@ -4,12 +4,12 @@ within the derived bound, and the message a user reads when it is outside."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from adamw_conformance.adapters.base import ParamState, Run
-from adamw_conformance.core import calls, replay
+from adamw_conformance.core import calls, record, replay
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Mismatch, Model, compare, format_hyper
 from adamw_conformance.spec.bounds import Bound
@@ -30,6 +30,10 @@ class StepOutcome:
     mismatches: list[tuple[int, Mismatch]]
     bounds: list[dict[str, Bound]]
     exact: list[Any]
+    #: per parameter, the step's inputs (params, state, gradient, t) where it was judged, else
+    #: None: what a diagnosis re-judges under another model (`float32_hyperparameters`)
+    inputs: list[tuple[np.ndarray, dict[str, Any], np.ndarray, int] | None] = field(
+        default_factory=list)
 
 
 def judge_step(cfg: Config, run: Run, before: Sequence[np.ndarray],
@@ -57,12 +61,15 @@ def judge_values(cfg: Config, after: Sequence[np.ndarray],
     mismatches: list[tuple[int, Mismatch]] = []
     bounds: list[dict[str, Bound]] = []
     exacts: list[Any] = []
+    inputs: list[Any] = []
     for i, g in enumerate(grads):
         s = before_states[i]
         if g is None or s is None:
             bounds.append({})
             exacts.append(None)
+            inputs.append(None)
             continue
+        inputs.append((before[i], s.as_mapping(), g, s.step + 1))
         now = states[i] if states is not None else None
         sdtype = now.dtype if now is not None else None
         exact, bnd = model.expect(before[i], g, s.as_mapping(), hypers[i], s.step + 1,
@@ -78,7 +85,7 @@ def judge_values(cfg: Config, after: Sequence[np.ndarray],
             if bad:
                 mismatches.append((i, bad))
     return StepOutcome(list(after), None if states is None else list(states),  # type: ignore[arg-type]
-                       mismatches, bounds, exacts)
+                       mismatches, bounds, exacts, inputs)
 
 
 def failure(prop: str, cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[str, float]],
@@ -92,6 +99,7 @@ def failure(prop: str, cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[
     lines.append(f"  judged against: rule {cfg.model.rule.name}; precision "
                  f"{cfg.precision().label()}")
     lines += [f"  note: {n}" for n in rounded_to_one(cfg.dtype, hypers)]
+    lines += [f"  note: {n}" for n in float32_hyperparameters(cfg, outcome, hypers)]
     if repro:
         lines.append("  reproduce:\n" + "\n".join("    " + r for r in repro.splitlines()))
     return "\n".join(lines)
@@ -132,3 +140,38 @@ def with_schedule_base(model: Model, hyper: dict[str, float],
     needs it (decay_coupling=schedule: lr / initial_lr * wd)."""
     names = set(model.rule.hyperparameter_names)
     return {**hyper, "initial_lr": initial_lr} if "initial_lr" in names else dict(hyper)
+
+
+def float32_hyperparameters(cfg: Config, outcome: StepOutcome,
+                            hypers: Sequence[dict[str, float]]) -> list[str]:
+    """A diagnosis from evidence, never a verdict: where every parameter out of the bound is
+    within the bound of the same step with its hyperparameters rounded to float32 (the oracle
+    at those values, judged in the --hyper-dtype=float32 profile), the implementation computes
+    its hyperparameters as C floats. Computed only for a failed step of known inputs, and only
+    where the rounding changes a hyperparameter."""
+    if cfg.hyper is not None or not outcome.mismatches or not outcome.inputs:
+        return []
+    declared = replace(cfg, hyper="float32")
+    changed: dict[str, tuple[float, float]] = {}
+    for i in sorted({i for i, _ in outcome.mismatches}):
+        if i >= len(outcome.inputs) or outcome.inputs[i] is None:
+            return []
+        params, state, grad, t = outcome.inputs[i]
+        h32 = {k: float(np.float32(v)) for k, v in hypers[i].items()}
+        changed.update({k: (v, h32[k]) for k, v in hypers[i].items() if h32[k] != v})
+        now = outcome.states[i] if outcome.states is not None else None
+        sdtype = now.dtype if now is not None else None
+        exact, bnd = cfg.model.expect(params, grad, state, h32, t, declared.precision(sdtype))
+        got = {"theta": outcome.params[i], **(now.as_mapping() if now is not None else {})}
+        with record.suspended():
+            for name, value in got.items():
+                fmt = cfg.dtype if name == "theta" else (sdtype or cfg.dtype)
+                if name in bnd and compare(name, value, exact[name], bnd[name], fmt):
+                    return []
+    if not changed:
+        return []
+    shown = ", ".join(f"{k}={a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+    return [f"every parameter out of the bound is within the bound of the same step with its "
+            f"hyperparameters rounded to float32 ({shown}; --hyper-dtype=float32): the "
+            f"implementation computes its hyperparameters in float32, as a C float kernel "
+            f"does. If it is meant to, declare --hyper-dtype=float32"]

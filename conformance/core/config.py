@@ -8,7 +8,7 @@ from typing import Any
 from adamw_conformance.adapters.base import Adapter, Capabilities
 from adamw_conformance.core.judge import Model
 from adamw_conformance.spec.bounds import Precision
-from adamw_conformance.spec.formats import opmath
+from adamw_conformance.spec.formats import format_of, opmath
 
 
 @dataclass
@@ -23,6 +23,8 @@ class Config:
     compute: str | None = None  # declared arithmetic dtype; None: PyTorch's opmath of dtype
     timeout: float = 60.0
     impl_text: str = "torch.optim.AdamW"
+    #: declared hyperparameter dtype (--hyper-dtype); None: exact (Python floats, double)
+    hyper: str | None = None
     #: what the adapter declares, read from it here (core.targets.capabilities); not an
     #: argument, so that a falsifying example's `cfg=Config(...)` shows what it always showed
     caps: Capabilities = field(init=False, repr=False, compare=False)
@@ -33,7 +35,8 @@ class Config:
 
     def precision(self, state_dtype: str | None = None) -> Precision:
         return Precision.of(self.dtype, state=state_dtype or self.dtype,
-                            compute=self.compute or opmath(Precision.of(self.dtype).param).name)
+                            compute=self.compute or opmath(Precision.of(self.dtype).param).name,
+                            hyper=format_of(self.hyper) if self.hyper else None)
 
     def options(self, **wanted: Any) -> dict[str, Any]:
         """The subset of `wanted` options the target accepts (amsgrad, maximize, ...)."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from adamw_conformance.spec import orders_other as other
 from adamw_conformance.spec import registry
 from adamw_conformance.spec.conventions import DEFAULT, Convention
-from adamw_conformance.spec.orders import Order, adam_orders, adamw_orders
+from adamw_conformance.spec.orders import Order, adam_orders, adamw_orders, with_scalar
 from adamw_conformance.spec.rule import Rule
 
 if TYPE_CHECKING:
@@ -111,18 +111,20 @@ class RuleInfo:
 
 
 def _adamw(model: Model, prec: Precision) -> tuple[Order, ...]:
-    return adamw_orders(model.rule, model.convention, prec.compute, model.declared_orders)
+    return adamw_orders(model.rule, model.convention, prec.compute, model.declared_orders,
+                        prec.hyper)
 
 
 def _adam(coupling: str) -> Orders:
     def orders(model: Model, prec: Precision) -> tuple[Order, ...]:
-        return adam_orders(model.rule, coupling, model.convention, prec.compute)
+        return adam_orders(model.rule, coupling, model.convention, prec.compute, prec.hyper,
+                           model.declared_orders)
     return orders
 
 
 def _of_rule(orders: Callable[[Rule], tuple[Order, ...]]) -> Orders:
     """Orders that depend on the rule alone (`spec.orders_other`)."""
-    return lambda model, prec: orders(model.rule)
+    return lambda model, prec: tuple(with_scalar(o, prec.hyper) for o in orders(model.rule))
 
 
 _ADAM_STATE = {"m": StateInfo(1, LIKE_G, "exp_avg"), "v": StateInfo(2, LIKE_G2, "exp_avg_sq"),

@@ -228,6 +228,7 @@ class Session:
     dtype: str = "float32"
     device: str = "cpu"
     compute_dtype: str | None = None
+    hyper_dtype: str | None = None
     rule: str = "adamw"
     rule_how: str = ""
     conventions: str = "default"  # the label of the conventions judged under
@@ -244,6 +245,8 @@ class Session:
                 f"--device={self.device}"]
         if self.compute_dtype:
             opts.append(f"--compute-dtype={self.compute_dtype}")
+        if self.hyper_dtype:
+            opts.append(f"--hyper-dtype={self.hyper_dtype}")
         opts += [f"--rule={self.rule}", f"--conventions={shlex.quote(self.conventions)}"]
         if self.xfails:
             opts.append(f"--xfails={shlex.quote(self.xfails)}")

@@ -146,7 +146,7 @@ def capabilities(adapter: Any) -> Capabilities:
                         pinned=dict(getattr(adapter, "pinned", None) or {}),
                         orders=tuple(orders),
                         none_grads=bool(getattr(adapter, "none_grads", True)),
-                        rule=rule)
+                        rule=rule, hyper_dtype=getattr(adapter, "hyper_dtype", None))
 
 
 def _adapter(text: str, directory: str | os.PathLike[str] | None) -> Any:

@@ -176,6 +176,10 @@ def readme(audits: tuple[Audit, ...], out: Path, not_run: dict[str, str], profil
         "",
         "`benchmarks.md` (wall times) is written by `python -m adamw_conformance.tools.bench`.",
         "",
+        "`tightness.md` (the verdict's bound against the orders torch's paths and other real "
+        "implementations use, per regime) is written by "
+        "`python -m adamw_conformance.tools.tightness`.",
+        "",
         "`unknown-optimizers.md` (the fingerprint and the suite on some fifty optimizers the "
         "project names nowhere, and on garbage targets: exit codes, verdicts, first failures, "
         "crashes) is written by `python -m adamw_conformance.tools.survey`.",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup
+from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup, declared_hyper
 from adamw_conformance.core.calls import create, guarded, step
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Model
@@ -40,8 +40,12 @@ class Target:
         # dtype's arithmetic for bf16/fp16): candidates differ by far more than that bound, and
         # a target that computes in bf16 is still identified. Precision is probed separately.
         compute = dtype if dtype in LOW_DTYPES else None
-        self.cfg = Config(adapter, dtype=dtype, device=device, compute=compute, timeout=timeout)
-        self.declared = Config(adapter, dtype=dtype, device=device, timeout=timeout)
+        from adamw_conformance.core.targets import capabilities
+
+        hyper = declared_hyper(capabilities(adapter), dtype)
+        self.cfg = Config(adapter, dtype=dtype, device=device, compute=compute, timeout=timeout,
+                          hyper=hyper)
+        self.declared = Config(adapter, dtype=dtype, device=device, timeout=timeout, hyper=hyper)
         # Orders the adapter declares (Keras': float32 scalars) widen the bound where the
         # convention under test is the one they are written for, as in a conformance run.
         self.orders = self.cfg.caps.orders
