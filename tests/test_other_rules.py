@@ -109,11 +109,18 @@ def test_adam_offered_as_adamw_still_fails_decouple() -> None:
     assert "Adam+L2 (coupled decay" in message
 
 
+#: Where ci's 8 examples are not the proof: in bfloat16 the lr_decay off-by-one shows only in a
+#: tensor with elements at a step where lr_decay moves lr by more than the bf16 bound, which
+#: ci's examples (since its draws took no constants of local modules) do not hold; 300 do.
+PROFILE = {("AdagradDecayOffByOne", "bfloat16"): "thorough"}
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("name", sorted(KILLS))
 def test_mutant_killed(name: str, dtype: str) -> None:
     """In bfloat16 too: the traced orders' larger bound still leaves each defect outside it."""
     out = run_suite(catalogue.node(KILLS[name]),
-                    f"--impl=impl.mutants.rules:{name}", f"--dtype={dtype}")
+                    f"--impl=impl.mutants.rules:{name}", f"--dtype={dtype}",
+                    profile=PROFILE.get((name, dtype), "ci"))
     assert out.rc == pytest.ExitCode.TESTS_FAILED, name
     assert any(KILLS[name] in m for m in out.messages.values()), out.messages

@@ -228,7 +228,6 @@ class Session:
     dtype: str = "float32"
     device: str = "cpu"
     compute_dtype: str | None = None
-    hyper_dtype: str | None = None
     rule: str = "adamw"
     rule_how: str = ""
     conventions: str = "default"  # the label of the conventions judged under
@@ -238,6 +237,7 @@ class Session:
     profile: str = DEFAULT_PROFILE
     seed: str | None = None  # None: the profile is derandomized
     timeout: float = 60.0
+    hyper_dtype: str | None = None  # --hyper-dtype
 
     def options(self) -> list[str]:
         """The command-line options that reproduce this session's verdicts."""
