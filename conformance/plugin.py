@@ -369,6 +369,18 @@ class SessionPlugin:
             terminalreporter.write_line(f"conformance: {line}", yellow=True)
 
 
+def _use_this_runs_profile(items: list[pytest.Item]) -> None:
+    """Hypothesis fixes a test's settings when its module is imported, and a module is imported
+    once per process: a later run of the suite in the same process (the project's tests, a seed
+    sweep) would keep the profile of the first. Each of the suite's tests gets this run's."""
+    current = settings.default
+    for item in items:
+        fn = getattr(item, "obj", None)
+        if (getattr(fn, "is_hypothesis_test", False) and _in_suite(Path(str(item.fspath)))
+                and not getattr(fn, "_hypothesis_internal_settings_applied", False)):
+            fn._hypothesis_internal_use_settings = current  # type: ignore[union-attr]
+
+
 def _draw_no_local_constants() -> None:
     """Hypothesis (6.131+) mixes into its draws constants harvested from every local module
     imported so far, so a derandomized profile's examples would depend on what the process
@@ -451,6 +463,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from adamw_conformance.core import catalogue, rules
 
     cfg = _config(config)
+    _use_this_runs_profile(items)
     if cfg.device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():

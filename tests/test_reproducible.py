@@ -46,3 +46,11 @@ def test_the_suite_draws_no_local_constants(tmp_path, monkeypatch) -> None:
         assert len(providers._get_local_constants()) == 0
     finally:
         sys.modules.pop("more_constants", None)
+
+
+def test_each_run_in_a_process_uses_its_own_profile() -> None:
+    """A test module imported by an earlier run keeps no profile of that run: ci's 8 examples,
+    then dev's 25, then ci's 8 again, in one process."""
+    node = "conformance/test_exact.py::test_trajectory"
+    counts = [run_suite(node, profile=p).examples for p in ("ci", "dev", "ci")]
+    assert [sum(c.values()) for c in counts] == [8, 25, 8], counts
