@@ -262,7 +262,9 @@ class SessionPlugin:
         default = environment_profile()
         check_profile(default, "CONFORMANCE_PROFILE")
         settings.load_profile(default)
-        _draw_no_local_constants()
+        from adamw_conformance.core import draws
+
+        draws.take_no_local_constants()
         profile = config.getoption("--hypothesis-profile", None) or default
         derandomized = check_profile(profile).derandomize
         given = config.getoption("--hypothesis-seed", None)
@@ -369,34 +371,6 @@ class SessionPlugin:
             terminalreporter.write_line(f"conformance: {line}", yellow=True)
 
 
-def _use_this_runs_profile(items: list[pytest.Item]) -> None:
-    """Hypothesis fixes a test's settings when its module is imported, and a module is imported
-    once per process: a later run of the suite in the same process (the project's tests, a seed
-    sweep) would keep the profile of the first. Each of the suite's tests gets this run's."""
-    current = settings.default
-    for item in items:
-        fn = getattr(item, "obj", None)
-        if (getattr(fn, "is_hypothesis_test", False) and _in_suite(Path(str(item.fspath)))
-                and not getattr(fn, "_hypothesis_internal_settings_applied", False)):
-            fn._hypothesis_internal_use_settings = current  # type: ignore[union-attr]
-
-
-def _draw_no_local_constants() -> None:
-    """Hypothesis (6.131+) mixes into its draws constants harvested from every local module
-    imported so far, so a derandomized profile's examples would depend on what the process
-    happened to import first: the fingerprint of a root-cause summary, a user's modules, an
-    earlier run in the same process. The suite draws regimes and seeds, not constants: it takes
-    none, so that `ci` draws the same examples in every process and the reproduce line holds."""
-    try:
-        from hypothesis.internal.conjecture import providers
-        empty = type(providers._local_constants)(
-            **{name: type(values)(key=getattr(values, "key", None))
-               for name, values in vars(providers._local_constants).items()})
-    except Exception:  # noqa: BLE001 - a Hypothesis without the feature, or a changed one
-        return
-    providers._get_local_constants = lambda: empty
-
-
 def _in_suite(path: Path) -> bool:
     path = path.resolve()
     return path == PACKAGE_DIR or PACKAGE_DIR in path.parents
@@ -463,7 +437,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from adamw_conformance.core import catalogue, rules
 
     cfg = _config(config)
-    _use_this_runs_profile(items)
+    from adamw_conformance.core import draws
+
+    draws.use_this_runs_profile([i for i in items if _in_suite(Path(str(i.fspath)))])
     if cfg.device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
