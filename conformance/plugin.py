@@ -358,6 +358,22 @@ class SessionPlugin:
                 terminalreporter.write_line(line)
         for line in self.judged_under():
             terminalreporter.write_line(f"conformance: {line}", yellow=True)
+        for line in harness_notes(_config(self.config)):
+            terminalreporter.write_line(f"conformance: {line}")
+
+
+def harness_notes(cfg: Config) -> list[str]:
+    """What the harness found out about the target and did about it, not a verdict: a one-time
+    cost its warm-up paid (shown from a second on, or where it did not complete), options it
+    refuses (the properties skipped them)."""
+    from adamw_conformance.core import calls
+
+    lines = []
+    warm = calls.warmed(cfg)
+    if warm is not None and (warm.error is not None or warm.seconds >= 1.0):
+        lines.append(warm.line(cfg.timeout))
+    lines += [f"option skipped: {why}" for why in calls.refusals(cfg)]
+    return lines
 
 
 def _in_suite(path: Path) -> bool:
