@@ -1,15 +1,16 @@
 """The check most properties are built from: one step of the implementation against the oracle,
-within the derived bound, and the message a user reads when it is outside."""
+within the derived bound, and the message a user reads when it is outside (its notes, each backed
+by a control computed on the step that failed, are core/notes.py's)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from adamw_conformance.adapters.base import ParamState, Run
-from adamw_conformance.core import calls, replay
+from adamw_conformance.core import calls, notes, replay
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Mismatch, Model, compare, format_hyper
 from adamw_conformance.spec.bounds import Bound
@@ -23,13 +24,23 @@ def fail(message: str) -> None:
 
 @dataclass
 class StepOutcome:
-    """What one judged step produced, for messages and further checks."""
+    """What one judged step produced, for messages and further checks; `inputs` is the step as
+    judged (parameters, state and gradients before it, and the model), for the notes' controls."""
 
     params: list[np.ndarray]
     states: list[ParamState] | None
     mismatches: list[tuple[int, Mismatch]]
     bounds: list[dict[str, Bound]]
     exact: list[Any]
+    inputs: StepInputs | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    before: Sequence[np.ndarray]
+    before_states: Sequence[ParamState | None]
+    grads: Sequence[np.ndarray | None]
+    model: Model
 
 
 def judge_step(cfg: Config, run: Run, before: Sequence[np.ndarray],
@@ -78,7 +89,8 @@ def judge_values(cfg: Config, after: Sequence[np.ndarray],
             if bad:
                 mismatches.append((i, bad))
     return StepOutcome(list(after), None if states is None else list(states),  # type: ignore[arg-type]
-                       mismatches, bounds, exacts)
+                       mismatches, bounds, exacts,
+                       StepInputs(list(before), list(before_states), list(grads), model))
 
 
 def failure(prop: str, cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[str, float]],
@@ -91,32 +103,10 @@ def failure(prop: str, cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[
         lines.append(f"    hyperparameters: {format_hyper(hypers[i])}")
     lines.append(f"  judged against: rule {cfg.model.rule.name}; precision "
                  f"{cfg.precision().label()}")
-    lines += [f"  note: {n}" for n in rounded_to_one(cfg.dtype, hypers)]
+    lines += [f"  note: {n}" for n in notes.of(cfg, outcome, hypers)]
     if repro:
         lines.append("  reproduce:\n" + "\n".join("    " + r for r in repro.splitlines()))
     return "\n".join(lines)
-
-
-def rounded_to_one(dtype: str, hypers: Sequence[dict[str, float]]) -> list[str]:
-    """A diagnosis for the message, never a verdict: betas that become 1.0 in `dtype`, which an
-    implementation that casts its hyperparameters to the parameter dtype (Keras, optax) uses,
-    and betas whose 1 - beta that cast moves by more than 5% (bf16(0.99) = 0.98828125: 17%)."""
-    import torch
-
-    notes = []
-    for k, b in sorted({(k, h[k]) for h in hypers for k in ("beta1", "beta2")
-                        if k in h and h[k] != 1.0}):
-        cast = torch.tensor(b, dtype=getattr(torch, dtype)).item()
-        if cast == 1.0:
-            notes.append(f"{k}={b!r} rounds to 1.0 in {dtype}: an implementation that casts it "
-                         f"to the parameter dtype stops decaying {'v' if k == 'beta2' else 'm'} "
-                         f"(it accumulates instead of averaging) and its bias correction "
-                         f"1 - {k}^t is 0")
-        elif b < 1.0 and abs((1 - cast) - (1 - b)) > 0.05 * (1 - b):
-            notes.append(f"{k}={b!r} is {cast!r} in {dtype}: an implementation that casts it "
-                         f"to the parameter dtype has 1 - {k} off by "
-                         f"{abs(cast - b) / (1 - b):.0%}, and its bias correction with it")
-    return notes
 
 
 def reproduction(cfg: Config, prop: str) -> str:
