@@ -147,6 +147,7 @@ CORRECT: tuple[Correct, ...] = (
             ("--conventions=moments=debiased",)),
     Correct("explicit_kernel", "impl.equivalent:explicit_kernel"),
     Correct("FoldedSqrt", "impl.equivalent:FoldedSqrt"),
+    Correct("TensorLrAdamW", "impl.tensor_lr:TensorLrAdamW"),
 )
 
 __all__ = ["CORRECT", "Correct", "DebiasedMoments", "DecayFromOldParams", "Float64Math",

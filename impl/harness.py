@@ -1,8 +1,11 @@
-"""Correct AdamWs that put the harness to the test, not the update rule: what they do is the
+"""AdamWs that put the harness to the test, not the update rule: what they do is the
 harness's to handle, never a defect to report (tests/test_harness.py).
 
-- RefusesAmsgradOnUse takes `amsgrad` in its constructor and raises when a step uses it, as
-  DeepSpeed's and Apex's fused Adams do: the amsgrad variants skip, saying what it raised.
+- RefusesAmsgradOnUse takes `amsgrad` in its constructor and raises when a step uses it (an
+  option accepted for API compatibility, not implemented): the amsgrad variants skip, saying
+  what it raised.
+- AssertsInConstructor validates with bare asserts, as lion-pytorch does: what it raises has no
+  message, and a failure must still say what was raised, and where.
 - SlowFirstCall spends a second and a half in its first construction in a process, as an
   optimizer that loads or compiles its extension on first use does: the warm-up pays it, before
   any call is held to --impl-timeout, and the summary reports it.
@@ -31,6 +34,15 @@ class RefusesAmsgradOnUse(ReferenceAdamW):
         if any(group["amsgrad"] for group in self.param_groups):
             raise RuntimeError("RefusesAmsgradOnUse does not support the AMSGrad variant.")
         return super().step(closure)
+
+
+class AssertsInConstructor(ReferenceAdamW):
+    """ReferenceAdamW that validates its hyperparameters with bare asserts."""
+
+    def validate(self, lr: float, betas: tuple[float, float], eps: float,
+                 weight_decay: float) -> None:
+        assert lr > 0.0
+        assert all(0.0 <= beta <= 1.0 for beta in betas)
 
 
 class SlowFirstCall(ReferenceAdamW):
