@@ -180,8 +180,9 @@ def _config(config: pytest.Config) -> Config:
     except (TargetError, ValueError) as e:
         raise pytest.UsageError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - e.g. an adapter class whose constructor raises
+        from adamw_conformance.core.calls import said
         raise pytest.UsageError(f"--impl={text!r}: setting up the target raised "
-                                f"{type(e).__name__}: {e}") from None
+                                f"{type(e).__name__}: {said(e)}") from None
     cfg = Config(adapter, model, session.dtype, session.device, session.compute_dtype,
                  session.timeout, text)
     config.stash[_CONFIG] = cfg
