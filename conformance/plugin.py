@@ -186,8 +186,9 @@ def _config(config: pytest.Config) -> Config:
     except (TargetError, ValueError) as e:
         raise pytest.UsageError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - e.g. an adapter class whose constructor raises
+        from adamw_conformance.core.calls import said
         raise pytest.UsageError(f"--impl={text!r}: setting up the target raised "
-                                f"{type(e).__name__}: {e}") from None
+                                f"{type(e).__name__}: {said(e)}") from None
     cfg = Config(adapter, model, session.dtype, session.device, session.compute_dtype,
                  session.timeout, text,
                  config.getoption("--hyper-dtype") or declared_hyper(caps, session.dtype))
@@ -369,6 +370,22 @@ class SessionPlugin:
                 terminalreporter.write_line(line)
         for line in self.judged_under():
             terminalreporter.write_line(f"conformance: {line}", yellow=True)
+        for line in harness_notes(_config(self.config)):
+            terminalreporter.write_line(f"conformance: {line}")
+
+
+def harness_notes(cfg: Config) -> list[str]:
+    """What the harness found out about the target and did about it, not a verdict: a one-time
+    cost its warm-up paid (shown from a second on, or where it did not complete), options it
+    refuses (the properties skipped them)."""
+    from adamw_conformance.core import calls
+
+    lines = []
+    warm = calls.warmed(cfg)
+    if warm is not None and (warm.error is not None or warm.seconds >= 1.0):
+        lines.append(warm.line(cfg.timeout))
+    lines += [f"option skipped: {why}" for why in calls.refusals(cfg)]
+    return lines
 
 
 def _in_suite(path: Path) -> bool:

@@ -56,8 +56,12 @@ def whose_hyper(cfg: Config, i: int, k_own: int, hypers: Sequence[dict[str, floa
                 before: np.ndarray, g: np.ndarray, state: ParamState, got: np.ndarray,
                 sdtype: str | None) -> str:
     """Which other group's hyperparameters (or part of them) explain parameter i's result, for
-    the message: a diagnosis, never a verdict."""
+    the message: a diagnosis, never a verdict. The control: theta is outside the bound of the
+    oracle under its own group's hyperparameters and within that under the candidate's, and the
+    candidate differs from its own (a group with the same lr explains nothing)."""
     own = hypers[k_own]
+    if _fits(cfg, own, before, g, state, got, sdtype):
+        return ""  # theta is its own group's: what broke the bound was not a hyperparameter
     for k, h in enumerate(hypers):
         if k == k_own:
             continue
@@ -67,15 +71,24 @@ def whose_hyper(cfg: Config, i: int, k_own: int, hypers: Sequence[dict[str, floa
             candidates.insert(0, (f"group {k}'s weight_decay",
                                   {**own, "weight_decay": h["weight_decay"]}))
         for what, cand in candidates:
-            judged = checks.with_schedule_base(cfg.model, cand, cand["lr"])
-            exact, bnd = cfg.model.expect(before, g, state.as_mapping(), judged, state.step + 1,
-                                          cfg.precision(sdtype))
-            with record.suspended():
-                fits = compare("theta", got, exact["theta"], bnd["theta"], cfg.dtype) is None
-            if fits:
+            if cand == own:
+                continue
+            if _fits(cfg, cand, before, g, state, got, sdtype):
                 return (f"parameter {i} (group {k_own}) was stepped with {what} instead of its "
-                        f"own group's: a group's hyperparameter leaked to another group")
+                        f"own group's: a group's hyperparameter leaked to another group (its "
+                        f"theta is within the bound of the oracle under {what}, outside that "
+                        "under its own)")
     return ""
+
+
+def _fits(cfg: Config, hyper: dict[str, float], before: np.ndarray, g: np.ndarray,
+          state: ParamState, got: np.ndarray, sdtype: str | None) -> bool:
+    """Whether theta `got` is within the bound of the oracle step under `hyper`."""
+    judged = checks.with_schedule_base(cfg.model, hyper, hyper["lr"])
+    exact, bnd = cfg.model.expect(before, g, state.as_mapping(), judged, state.step + 1,
+                                  cfg.precision(sdtype))
+    with record.suspended():
+        return compare("theta", got, exact["theta"], bnd["theta"], cfg.dtype) is None
 
 
 # groups.no_decay: three groups of parameters of different shapes, 0-dim and empty included.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -208,28 +210,51 @@ class _AlreadyStepped:
         return getattr(self._run, name)
 
 
-def _amp_step(cfg: Config, run: Run, grads: list[np.ndarray], scale: float) -> None:
+#: The two ways PyTorch's AMP recipes step: scaler.step(opt) alone, and scaler.unscale_(opt),
+#: gradient clipping, then scaler.step(opt) (the recipe for clipping: the optimizer then gets
+#: unscaled gradients, and an optimizer that handles the scaling itself gets found_inf with no
+#: grad_scale).
+PATTERNS = {"step": "scaler.step(opt)",
+            "unscale": "scaler.unscale_(opt), clip_grad_norm_, scaler.step(opt)"}
+
+
+def _amp_step(cfg: Config, run: Run, grads: list[np.ndarray], scale: float,
+              pattern: str) -> None:
     __tracebackhide__ = True
+    call = (run.amp_step if pattern == "step"
+            else functools.partial(run.amp_step, unscale_first=True))
     try:
-        calls.guarded("step()", run.amp_step, grads, scale, timeout=cfg.timeout)
+        calls.guarded("step()", call, grads, scale, timeout=cfg.timeout)
     except calls.ImplementationError as e:
         if isinstance(e.__cause__, NotImplementedError):
             pytest.skip(f"{cfg.adapter.name}: {e.__cause__}")
         raise
 
 
+def _takes_unscale_first(run: Run) -> bool:
+    try:
+        return "unscale_first" in inspect.signature(run.amp_step).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@pytest.mark.parametrize("pattern", list(PATTERNS))
 @given(data=st.data())
-def test_grad_scaler(cfg, data):
+def test_grad_scaler(cfg, pattern, data):
     """With mixed-precision loss scaling (torch.amp.GradScaler, or a kernel's grad_scale/found_inf
     arguments) the result equals the unscaled step within B; an inf/NaN found skips the step
-    entirely: parameters, state and counter untouched.
+    entirely: parameters, state and counter untouched. Both AMP patterns: [step] scaler.step
+    alone, [unscale] scaler.unscale_, gradient clipping (no limit, exact on finite gradients),
+    then scaler.step, where the target gets gradients already unscaled and found_inf without
+    a grad_scale.
 
     1-3 ordinary steps with gradients scaled by S = 2^s (as a scaled loss gives them), and one
     step, anywhere among them, whose scaled gradient holds an inf or NaN (an overflow). The
     skipped step must leave parameters and (where readable) m, v and the counter bitwise as they
     were; every other step is judged against the oracle of the unscaled gradient (state replay
     where the state is readable), and the final parameters against the exact trajectory of the
-    unscaled gradients alone. Skipped for targets without loss scaling (the adapter's amp_step).
+    unscaled gradients alone. Skipped for targets without loss scaling (the adapter's amp_step),
+    and [unscale] for an amp_step without `unscale_first`.
     """
     hyper = data.draw(hyperparameters(), label="hyper")
     n_ok = data.draw(st.integers(1, 3), label="ordinary steps")
@@ -250,7 +275,11 @@ def test_grad_scaler(cfg, data):
     run = calls.create(cfg, Setup([GroupSetup([theta], hyper)], cfg.dtype, cfg.device))
     if not capability(run, "amp_step"):
         pytest.skip(f"{cfg.adapter.name}: the adapter has no amp_step (no loss scaling)")
-    where = (f"  loss scale S=2^{s}; hyperparameters: {format_hyper(hyper)}\n"
+    if pattern == "unscale" and not _takes_unscale_first(run):
+        pytest.skip(f"{cfg.adapter.name}: the adapter's amp_step takes no unscale_first (the "
+                    "pattern with scaler.unscale_ before scaler.step)")
+    where = (f"  AMP pattern: {PATTERNS[pattern]}; loss scale S=2^{s}; hyperparameters: "
+             f"{format_hyper(hyper)}\n"
              f"  reproduce: {checks.reproduction(cfg, 'scale.grad_scaler')}")
     states = [ParamState(np.zeros(_N), np.zeros(_N), 0)]
     readable = True
@@ -261,7 +290,7 @@ def test_grad_scaler(cfg, data):
         if j == skip_at:
             g = grads[0] * scale
             g[rng.integers(_N)] = bad
-            _amp_step(cfg, run, [g], scale)
+            _amp_step(cfg, run, [g], scale, pattern)
             after, after_states = run.params(), replay.read_states(run, 1)
             assert bits.same(before[0], after[0]), (
                 f"scale.grad_scaler: {cfg.adapter.name} ({cfg.dtype}): a step whose scaled "
@@ -287,13 +316,14 @@ def test_grad_scaler(cfg, data):
             state = states[0]  # fresh: known without reading
         else:
             readable = False
-        _amp_step(cfg, run, [g * scale], scale)
+        _amp_step(cfg, run, [g * scale], scale, pattern)
         if not readable:
             continue
         outcome = checks.judge_step(cfg, _AlreadyStepped(run), before, [state], [g], [hyper])
         assert not outcome.mismatches, checks.failure(
             "scale.grad_scaler", cfg, outcome, [hyper], t,
-            note=f"gradients scaled by S=2^{s} and unscaled by the target"
+            note=f"gradients scaled by S=2^{s} and unscaled by the "
+                 + ("target" if pattern == "step" else "scaler's unscale_ before the step")
                  + (", after a skipped step" if skip_at < j else ""),
             repro=checks.reproduction(cfg, "scale.grad_scaler"))
     worst = trajectory.mismatch(cfg, theta, grads, hyper, run.params()[0])

@@ -54,7 +54,7 @@ def test_current_lr(cfg, hyper, factor, theta, g, before, seed):
     if states is None:
         states = [ParamState(np.zeros(s), np.zeros(s), 0) for s in _SHAPES]
     new_lr = float(hyper["lr"] * factor)
-    run.set_lr(0, new_lr)
+    calls.set_lr(cfg, run, 0, new_lr)
     now = {**hyper, "lr": new_lr}
     judged = checks.with_schedule_base(cfg.model, now, hyper["lr"])
     x = run.params()
@@ -189,7 +189,7 @@ def test_lr_zero(cfg, hyper, theta, g, m, v, t, mode, warm, after, seed):
                       states)
         assert run is not None, "can_replay() promised a writable state"
         if settable:
-            run.set_lr(0, 0.0)
+            calls.set_lr(cfg, run, 0, 0.0)
         else:
             run = replay.prepare(cfg, Setup([GroupSetup(params, zero_lr)], cfg.dtype, cfg.device),
                           params, states)
@@ -198,7 +198,7 @@ def test_lr_zero(cfg, hyper, theta, g, m, v, t, mode, warm, after, seed):
         run = calls.create(cfg, Setup([GroupSetup(params, hyper)], cfg.dtype, cfg.device))
         for _ in range(warm):
             calls.step(cfg, run, [zero_first(g.sample(rng, s, cfg.dtype)) for s in _SHAPES])
-        run.set_lr(0, 0.0)
+        calls.set_lr(cfg, run, 0, 0.0)
         story = f"{warm} steps at lr={hyper['lr']!r}, then set_lr(0)"
     else:
         run = calls.create(cfg, Setup([GroupSetup(params, zero_lr)], cfg.dtype, cfg.device))

@@ -151,6 +151,7 @@ CORRECT: tuple[Correct, ...] = (
     Correct("TransformersAdamW", "impl.orders:TransformersAdamW",
             ("--conventions=eps=hat,decay_target=updated",)),
     Correct("ExpandedDecayAdamW", "impl.orders:ExpandedDecayAdamW"),
+    Correct("TensorLrAdamW", "impl.tensor_lr:TensorLrAdamW"),
 )
 
 __all__ = ["CORRECT", "Correct", "DebiasedMoments", "DecayFromOldParams", "Float64Math",

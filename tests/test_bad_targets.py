@@ -140,7 +140,7 @@ def test_raising_constructor_fails_readably(tmp_path: Path) -> None:
 def test_hanging_step_times_out_and_the_run_goes_on(tmp_path: Path) -> None:
     # HangingAdamW's step() never returns: that the run ended at all shows that nothing waited
     # for a hung call. Each hung test waits the limit twice (Hypothesis replays the failing
-    # example): six waits of 2 s here.
+    # example): six waits of 2 s here, after the warm-up's one wait of 5 x 2 s (calls.warm_up).
     targets = ("conformance/test_exact.py::test_trajectory", "conformance/test_state.py",
                "conformance/test_schedule.py::test_lr_zero", "conformance/test_input.py")
     r = suite(tmp_path, "--impl=impl.broken:HangingAdamW", "--impl-timeout=2",

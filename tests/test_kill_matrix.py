@@ -70,11 +70,13 @@ SAYS: dict[str, str | tuple[str, str]] = {
     "CoupledDecay": "weight decay reached the moments",
     "DecaysSkippedSteps": "must be skipped",
     "ignores_found_inf": "must be skipped",
+    "IgnoresFoundInfAfterUnscale": ("must be skipped", "[unscale]"),
     "Bfloat16Arithmetic": "compute=float32",
     "ZeroNonFinite": "not be replaced by a finite number",
     "NormClipped": "other elements left the spec's bound",
     "LoadResetsStep": "load_state_dict",
     "ForgetsSecondMoment": "load_state_dict",
+    "BetaPowerNotSaved": "loading into a fresh optimizer",
 }
 
 

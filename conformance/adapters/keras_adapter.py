@@ -139,7 +139,8 @@ class KerasRun:
     def params(self) -> list[np.ndarray]:
         return [_numpy(v) for v in self.vars]
 
-    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float) -> None:
+    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float,
+                 unscale_first: bool = False) -> None:
         raise NotImplementedError("the adapter drives keras.optimizers.AdamW without a "
                                   "LossScaleOptimizer")
 

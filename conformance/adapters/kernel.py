@@ -111,16 +111,22 @@ class KernelRun:
     def params(self) -> list[np.ndarray]:
         return [to_numpy(p) for p in self.params_]
 
-    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float) -> None:
+    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float,
+                 unscale_first: bool = False) -> None:
         """One step with loss scaling, called as torch.optim calls a fused kernel under
         torch.amp.GradScaler: `grads` are scaled by `scale`; the kernel gets grad_scale and
         found_inf (1.0 if any gradient is inf/NaN, as the scaler finds), and the caller takes
-        the counter back if the step was skipped."""
+        the counter back if the step was skipped. With `unscale_first` (scaler.unscale_ before
+        scaler.step) the gradients arrive unscaled, as unscale_ leaves them, and the kernel gets
+        found_inf with grad_scale=None, as torch hands them to a fused optimizer then."""
         if not (self.adapter.accepts("grad_scale") and self.adapter.accepts("found_inf")):
             raise NotImplementedError(f"{self.adapter.name} takes no grad_scale/found_inf")
         found = any(g is not None and not np.all(np.isfinite(g)) for g in grads)
         device = self.params_[0].device if self.params_ else self.setup.device
-        self._amp = {"grad_scale": torch.tensor(float(scale), device=device),
+        if unscale_first:
+            grads = [None if g is None else _unscaled(g, scale, self.setup.dtype) for g in grads]
+        self._amp = {"grad_scale": None if unscale_first else torch.tensor(float(scale),
+                                                                           device=device),
                      "found_inf": torch.tensor(float(found), device=device)}
         try:
             self.step(grads)
@@ -160,3 +166,11 @@ class KernelRun:
         sd = copy.deepcopy(sd)
         self.m, self.v, self.vmax, self.steps = sd["m"], sd["v"], sd["vmax"], sd["steps"]
         self.hyper = sd["hyper"]
+
+
+def _unscaled(g: np.ndarray, scale: float, dtype: str) -> np.ndarray:
+    """g times 1/scale in the gradient's dtype, as GradScaler.unscale_ computes it (the inverse
+    scale in float32, the product rounded to the dtype)."""
+    t = torch.tensor(g, dtype=torch.float64).to(torch_dtype(dtype))
+    inv = torch.tensor(1.0 / scale, dtype=torch.float32)
+    return to_numpy(t * inv.to(t.dtype))

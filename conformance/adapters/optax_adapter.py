@@ -194,7 +194,8 @@ class OptaxRun:
     def params(self) -> list[np.ndarray]:
         return [_to_numpy(p) for p in self.params_]
 
-    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float) -> None:
+    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float,
+                 unscale_first: bool = False) -> None:
         raise NotImplementedError("optax has no loss scaler (no GradScaler equivalent)")
 
     # --- state ----------------------------------------------------------------------------

@@ -180,21 +180,30 @@ class TorchOptimizerRun:
     def params(self) -> list[np.ndarray]:
         return [to_numpy(p) for p in self.tensors]
 
-    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float) -> None:
+    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float,
+                 unscale_first: bool = False) -> None:
         """One step under torch.amp.GradScaler: `grads` are already multiplied by `scale` (as a
         scaled loss's gradients are); the scaler unscales them, looks for inf/NaN and skips the
         optimizer's step if it finds any (or hands grad_scale/found_inf to an optimizer that
-        handles them itself, as torch's fused ones do)."""
+        handles them itself, as torch's fused ones do). With `unscale_first`, PyTorch's recipe
+        for gradient clipping: scaler.unscale_(opt), clip_grad_norm_ (with no limit: exact on
+        finite gradients), then scaler.step(opt)."""
         for p, g in zip(self.tensors, grads, strict=True):
             p.grad = None if g is None else torch.tensor(g, dtype=torch.float64).to(p.device,
                                                                                     p.dtype)
-        if (any(p.grad is not None and p.grad.dtype == torch.float16 for p in self.tensors)
-                and not getattr(self.opt, "_step_supports_amp_scaling", False)):
+        half = any(p.grad is not None and p.grad.dtype == torch.float16 for p in self.tensors)
+        if half and unscale_first:
+            raise NotImplementedError("torch.amp.GradScaler.unscale_ does not unscale float16 "
+                                      "gradients (it expects float32 master parameters)")
+        if half and not getattr(self.opt, "_step_supports_amp_scaling", False):
             raise NotImplementedError("torch.amp.GradScaler does not unscale float16 gradients "
                                       "(it expects float32 master parameters)")
         device = self.tensors[0].device if self.tensors else torch.device(self.setup.device)
         scaler = torch.amp.GradScaler(device.type, init_scale=scale)
         scaler.scale(torch.zeros((), device=device))  # what scaler.scale(loss) sets up
+        if unscale_first:
+            scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.tensors, max_norm=float("inf"))
         scaler.step(self.opt)
         scaler.update()
         if all(g is None or np.all(np.isfinite(g)) for g in grads):
@@ -250,7 +259,14 @@ class TorchOptimizerRun:
             self.tensors[i].copy_(torch.tensor(values, dtype=torch.float64))
 
     def set_lr(self, group: int, lr: float) -> None:
-        self.opt.param_groups[group]["lr"] = lr
+        """As torch's LR schedulers set it: a tensor lr (torchao keeps one, and refuses a float
+        in its place) is filled in place, any other is replaced."""
+        groups = self.opt.param_groups
+        if isinstance(groups[group]["lr"], torch.Tensor):
+            with torch.no_grad():
+                groups[group]["lr"].fill_(lr)
+        else:
+            groups[group]["lr"] = lr
 
     def state_dict(self) -> Any:
         import copy

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from adamw_conformance.core import calls
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Model
 from adamw_conformance.core.rules import ADAM_FAMILY
@@ -35,11 +36,15 @@ def selected(model: Model, switched_on: Mapping[str, Any]) -> Model:
 
 
 def variant_config(cfg: Config, variant: str) -> Config:
-    """`cfg` judged against the spec variant; skips if the target does not accept the option."""
+    """`cfg` judged against the spec variant; skips if the target does not accept the option,
+    or refuses it at construction or on use (calls.refusal, with what it raised)."""
     if variant == "plain":
         return cfg
     if variant == "amsgrad" and cfg.model.rule_name not in ADAM_FAMILY:
         pytest.skip(f"amsgrad is a variant of the Adam family, not of rule {cfg.model.rule_name}")
     if not cfg.supports(variant):
         pytest.skip(f"{cfg.adapter.name} does not accept {variant}")
+    refused = calls.refusal(cfg, options(variant))
+    if refused is not None:
+        pytest.skip(refused)
     return replace(cfg, model=selected(cfg.model, options(variant)))

@@ -97,7 +97,11 @@ def _header_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         ("rule, conventions", f"{t['rule']}; {t['conventions']}"),
         ("hypothesis", f"profile {s['hypothesis_profile']}, seed {s['hypothesis_seed']}"),
         ("settings", f"compute dtype {s['compute_dtype'] or 'default (opmath)'}, xfails "
-                     f"{s['xfails'] or 'none'}, impl timeout {s['impl_timeout']:g} s"),
+                     f"{s['xfails'] or 'none'}, impl timeout {s['impl_timeout']:g} s"
+                     + (f" (after a warm-up of {s['warm_up_seconds']:g} s)"
+                        if s.get("warm_up_seconds") is not None else "")),
+        *((("refused options", "; ".join(s["refused_options"])),)
+          if s.get("refused_options") else ()),
         ("versions", ", ".join(f"{k} {v}" for k, v in meta["versions"].items())),
         ("date", f"{meta['date']} ({meta['seconds']:g} s, {meta['platform']})"),
         ("command", meta["command"]),

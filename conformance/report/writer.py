@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from adamw_conformance.core import catalogue, record
+from adamw_conformance.core import calls, catalogue, record
 
 SCHEMA_VERSION = 1
 # Outcomes of one test, worst first: a property's outcome is the worst of its tests'.
@@ -203,6 +203,9 @@ class ReportPlugin:
                 "compute_dtype": self.config.getoption("--compute-dtype"),
                 "xfails": self.config.getoption("--xfails"),
                 "impl_timeout": cfg.timeout,
+                # the harness's own findings (core.calls): one-time cost, refused options
+                "warm_up_seconds": _warm_up_seconds(cfg),
+                "refused_options": calls.refusals(cfg),
             },
             "summary": summary,
             "elements_judged": sum(p["elements"] for p in properties.values()),
@@ -231,3 +234,9 @@ class ReportPlugin:
                    for cid in data["results"]["properties"]}
         render.write_all(self.out, data, samples)
         return self.out
+
+
+def _warm_up_seconds(cfg: Any) -> float | None:
+    """How long the warm-up (the target's first creation and step) took; None if none ran."""
+    warm = calls.warmed(cfg)
+    return None if warm is None else round(warm.seconds, 3)

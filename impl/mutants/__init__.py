@@ -96,12 +96,14 @@ ZOO: tuple[Mutant, ...] = (
     _m("impl.mutants.scale:GradNormClipped", "scale.invariance"),
     _m("impl.mutants.scale:DecaysSkippedSteps", "scale.grad_scaler"),
     _m("impl.mutants.scale:ignores_found_inf", "scale.grad_scaler"),
+    _m("impl.mutants.scale:IgnoresFoundInfAfterUnscale", "scale.grad_scaler"),
     # arithmetic precision
     _m("impl.mutants.dtype:Bfloat16Arithmetic", "dtype.precision", BF16),
     _m("impl.mutants.dtype:ApproxSqrt", "exact.one_step"),
     # save and load
     _m("impl.mutants.state:LoadResetsStep", "state.round_trip"),
     _m("impl.mutants.state:ForgetsSecondMoment", "state.round_trip"),
+    _m("impl.mutants.state:BetaPowerNotSaved", "state.round_trip"),
     # input handling
     _m("impl.mutants.input:NoValidation", "input.validation"),
     _m("impl.mutants.input:AssertValidation", "input.validation"),

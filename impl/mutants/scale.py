@@ -75,5 +75,29 @@ def ignores_found_inf(params: Sequence[Tensor], grads: Sequence[Tensor],
                      amsgrad=amsgrad, maximize=maximize, grad_scale=grad_scale, found_inf=None)
 
 
+class IgnoresFoundInfAfterUnscale(ReferenceAdamW):
+    """Handles torch.amp.GradScaler itself, but checks found_inf only inside its own unscaling
+    branch: after `scaler.unscale_(opt)` (PyTorch's AMP recipe with gradient clipping) the scaler
+    hands over grad_scale=None with found_inf set, and this step goes ahead with the overflowed
+    gradient. Without unscale_ it is correct. Killed by scale.grad_scaler (the unscale_
+    pattern)."""
+
+    _step_supports_amp_scaling = True
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        scale = getattr(self, "grad_scale", None)
+        found = getattr(self, "found_inf", None)
+        if scale is not None:
+            for g in self.param_groups:
+                for p in g["params"]:
+                    if p.grad is not None:
+                        p.grad.div_(scale.to(p.grad.dtype))
+            if found is not None and bool(found.item()):
+                return None
+        return super().step(closure)
+
+
 MUTANTS = {"EpsInsideSqrt": EpsInsideSqrt, "GradNormClipped": GradNormClipped,
+           "IgnoresFoundInfAfterUnscale": IgnoresFoundInfAfterUnscale,
            "DecaysSkippedSteps": DecaysSkippedSteps}

@@ -1,0 +1,266 @@
+"""The notes of a failure message: diagnoses, never verdicts, each backed by a control computed on
+the step that failed, so that a note says what the run showed, not what usually causes a miss.
+
+- A beta the parameter dtype rounds (to 1.0, or with 1 - beta moved by more than 5%) is named
+  only where the step shows the rounding: re-judged against the oracle with the rounded beta it
+  is within the bound (the plain oracle rejected it); for a beta rounded to 1.0, where the oracle
+  divides by 1 - 1^t = 0, the note says which of two facts the step shows: the state that beta
+  decays did not move where the spec moves it, or theta, outside the plain bound, took the pure
+  decay step (the adaptive step vanished, as a bias correction of 0 makes it).
+- A lower compute precision is named only for a miss of a few bounds that is within the bound of
+  arithmetic in the parameter dtype, at elements where that bound is finite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import mpmath
+import numpy as np
+import sympy as sp
+from adamw_conformance.core import bits, record
+from adamw_conformance.core.config import Config
+from adamw_conformance.core.judge import Mismatch, Model, compare
+from adamw_conformance.spec.formats import format_of
+
+if TYPE_CHECKING:
+    from adamw_conformance.core.checks import StepOutcome
+
+#: Parameter dtypes a compute-precision note may name: arithmetic narrower than the declared one.
+LOW = ("bfloat16", "float16")
+#: "A few bounds": the largest err/bound a compute-precision note is tried for. A lower precision
+#: explains a miss of the order of its own rounding, not one far outside the bound.
+FEW_BOUNDS = 8.0
+
+
+def of(cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[str, float]]) -> list[str]:
+    """The notes of a failed step that a control computed here supports (none for a step judged
+    without its inputs)."""
+    if outcome.inputs is None or not outcome.mismatches:
+        return []
+    with record.suspended():  # controls are diagnoses: a report shows the verdicts only
+        found = [n for cast in beta_casts(cfg.dtype, hypers)
+                 if (n := cast_note(cfg, outcome, hypers, cast)) is not None]
+        lower = lower_compute(cfg, outcome, hypers)
+        found += float32_hyperparameters(cfg, outcome, hypers)
+    if lower is not None:
+        found.append(f"the step is within the bound of arithmetic in {lower} (and outside that "
+                     f"of the declared {cfg.precision().compute.name}): a miss of a few bounds "
+                     f"that fits a lower compute precision; if the implementation computes in "
+                     f"{lower} by design, declare it with --compute-dtype={lower}")
+    return found
+
+
+# --- betas the dtype rounds ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BetaCast:
+    """A beta whose value in the parameter dtype decays differently: rounded to 1.0, or with
+    1 - beta moved by more than 5% (bf16(0.99) = 0.98828125: 17%)."""
+
+    name: str
+    value: float
+    cast: float
+
+    def head(self, dtype: str) -> str:
+        if self.cast == 1.0:
+            return f"{self.name}={self.value!r} rounds to 1.0 in {dtype}"
+        return (f"{self.name}={self.value!r} is {self.cast!r} in {dtype} (1 - {self.name} off by "
+                f"{abs(self.cast - self.value) / (1 - self.value):.0%})")
+
+
+def beta_casts(dtype: str, hypers: Sequence[dict[str, float]]) -> list[BetaCast]:
+    """The candidates: betas that `dtype` rounds to 1.0, or whose 1 - beta it moves by more than
+    5%. Which of them a failure names is the controls' to say (`cast_explains`)."""
+    import torch
+
+    out = []
+    for k, b in sorted({(k, h[k]) for h in hypers for k in ("beta1", "beta2")
+                        if k in h and h[k] != 1.0}):
+        cast = torch.tensor(b, dtype=getattr(torch, dtype)).item()
+        if cast == 1.0 or (b < 1.0 and abs((1 - cast) - (1 - b)) > 0.05 * (1 - b)):
+            out.append(BetaCast(k, b, cast))
+    return out
+
+
+def cast_note(cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[str, float]],
+              cast: BetaCast) -> str | None:
+    """The note on `cast`, where a control supports it (see the module's docstring); None
+    otherwise."""
+    from adamw_conformance.core.checks import judge_values
+
+    inputs = outcome.inputs
+    assert inputs is not None
+    judged = [i for i, g in enumerate(inputs.grads)
+              if g is not None and inputs.before_states[i] is not None
+              and hypers[i].get(cast.name) == cast.value]
+    if not judged:
+        return None
+    head = cast.head(cfg.dtype)
+    if cast.cast != 1.0:
+        recast = [({**h, cast.name: cast.cast} if h.get(cast.name) == cast.value else h)
+                  for h in hypers]
+        try:
+            again = judge_values(cfg, outcome.params, outcome.states, inputs.before,
+                                 inputs.before_states, inputs.grads, recast, inputs.model)
+        except (ArithmeticError, ValueError):
+            return None
+        if again.mismatches:
+            return None
+        return (f"{head}, and the step is within the bound of the oracle with "
+                f"{cast.name}={cast.cast!r} (outside the plain one's): the implementation uses "
+                f"{cast.name} cast to the parameter dtype, and its bias correction with it")
+    shown = []
+    names = decayed_by(inputs.model, cast.name)
+    if names and _state_stayed(cfg, outcome, judged, names):
+        shown.append(f"{' and '.join(names)} did not move where the spec moves "
+                     f"{'it' if len(names) == 1 else 'them'}: {cast.name} cast to the parameter "
+                     f"dtype stops the decay ({' and '.join(names)} accumulate instead of "
+                     "averaging)")
+    theta_failed = any(mm.output == "theta" and i in judged for i, mm in outcome.mismatches)
+    if theta_failed and all(_decay_only(cfg, outcome, hypers, i) for i in judged):
+        shown.append(f"theta took the pure decay step, without its adaptive step, as a bias "
+                     f"correction 1 - {cast.name}^t = 0 makes it: {cast.name} cast to the "
+                     "parameter dtype where the bias correction is computed")
+    return f"{head}, and " + "; ".join(shown) if shown else None
+
+
+def _state_stayed(cfg: Config, outcome: StepOutcome, judged: list[int],
+                  names: list[str]) -> bool:
+    """Whether the states `names` stayed bitwise where they were in every judged parameter,
+    where the plain oracle moves one of them in its storage format (False where the state is
+    not readable, or the spec does not move it visibly either)."""
+    inputs = outcome.inputs
+    assert inputs is not None
+    if outcome.states is None:
+        return False
+    moves = False
+    for i in judged:
+        old, now = inputs.before_states[i], outcome.states[i]
+        if now is None or outcome.exact[i] is None:
+            return False
+        before, after = old.as_mapping(), now.as_mapping()
+        fmt = format_of(now.dtype or cfg.dtype)
+        for name in names:
+            if name not in before or name not in after or not bits.same(after[name],
+                                                                          before[name]):
+                return False
+            moves |= not bits.same(outcome.exact[i].rounded(fmt, name), before[name])
+    return moves
+
+
+def _decay_only(cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[str, float]],
+                i: int) -> bool:
+    """Whether parameter i's theta is within the bound of the pure decay step (zero gradient
+    and state from fresh): its adaptive step vanished, as a bias correction of 0 makes it."""
+    inputs = outcome.inputs
+    assert inputs is not None
+    theta = inputs.before[i]
+    zero = np.zeros_like(theta)
+    zeros = {s.name: zero for s in inputs.model.rule.state}
+    try:
+        exact, bnd = inputs.model.expect(theta, zero, zeros, hypers[i], 1, cfg.precision())
+    except (ArithmeticError, ValueError):
+        return False
+    return compare("theta", outcome.params[i], exact["theta"], bnd["theta"], cfg.dtype) is None
+
+
+def decayed_by(model: Model, beta: str) -> list[str]:
+    """The rule's states that `beta` decays: those whose update at beta = 1 is the state itself
+    (AdamW: beta1 decays m, beta2 decays v)."""
+    out = []
+    for name, expr in model.rule.update.items():
+        symbols = {s.name: s for s in expr.free_symbols}
+        if name == "theta" or beta not in symbols or name not in symbols:
+            continue
+        if sp.simplify(expr.subs(symbols[beta], 1) - symbols[name]) == 0:
+            out.append(name)
+    return out
+
+
+# --- a lower compute precision -------------------------------------------------------------------
+
+def ratio(mm: Mismatch) -> float:
+    """A mismatch's err/bound (inf where the result is not finite or the bound is 0)."""
+    if not np.isfinite(mm.got) or mm.bound <= 0:
+        return float("inf")
+    return float(abs(mpmath.mpf(mm.got) - mm.exact) / mm.bound)
+
+
+def lower_compute(cfg: Config, outcome: StepOutcome,
+                  hypers: Sequence[dict[str, float]]) -> str | None:
+    """The parameter dtype, where it is narrower than the declared arithmetic, every miss is
+    within FEW_BOUNDS of its bound, and the step is within the bound of arithmetic in the
+    parameter dtype at every element, that bound finite where the declared one was broken (the
+    control); None otherwise."""
+    from dataclasses import replace
+
+    inputs = outcome.inputs
+    assert inputs is not None
+    declared = cfg.precision().compute
+    if cfg.dtype not in LOW or format_of(cfg.dtype).precision >= declared.precision:
+        return None
+    if any(ratio(mm) > FEW_BOUNDS for _, mm in outcome.mismatches):
+        return None
+    lower = replace(cfg, compute=cfg.dtype)
+    for i in sorted({i for i, _ in outcome.mismatches}):
+        now = outcome.states[i] if outcome.states is not None else None
+        sdtype = now.dtype if now is not None else None
+        s = inputs.before_states[i]
+        g = inputs.grads[i]
+        assert s is not None and g is not None
+        bnd = inputs.model.bounds(inputs.before[i], g, s.as_mapping(), hypers[i], s.step + 1,
+                                  lower.precision(sdtype))
+        got = {"theta": outcome.params[i], **(now.as_mapping() if now is not None else {})}
+        for j, mm in outcome.mismatches:
+            if j == i and not (bool(np.asarray(bnd[mm.output].in_domain)[mm.index])
+                               and np.isfinite(np.asarray(bnd[mm.output].value)[mm.index])):
+                return None
+        for name, value in got.items():
+            if name in bnd and compare(name, value, outcome.exact[i][name], bnd[name],
+                                       cfg.dtype if name == "theta"
+                                       else (sdtype or cfg.dtype)) is not None:
+                return None
+    return cfg.dtype
+
+
+# --- hyperparameters computed in float32 -------------------------------------------------------
+
+def float32_hyperparameters(cfg: Config, outcome: StepOutcome,
+                            hypers: Sequence[dict[str, float]]) -> list[str]:
+    """A diagnosis from evidence, never a verdict: where every parameter out of the bound is
+    within the bound of the same step with its hyperparameters rounded to float32 (the oracle
+    at those values, judged in the --hyper-dtype=float32 profile), the implementation computes
+    its hyperparameters as C floats. Computed only for a failed step of known inputs, and only
+    where the rounding changes a hyperparameter."""
+    if cfg.hyper is not None or not outcome.mismatches or outcome.inputs is None:
+        return []
+    declared = replace(cfg, hyper="float32")
+    changed: dict[str, tuple[float, float]] = {}
+    for i in sorted({i for i, _ in outcome.mismatches}):
+        before_state = outcome.inputs.before_states[i]
+        grad = outcome.inputs.grads[i]
+        if before_state is None or grad is None:
+            return []
+        params, state = outcome.inputs.before[i], before_state.as_mapping()
+        t = before_state.step + 1
+        h32 = {k: float(np.float32(v)) for k, v in hypers[i].items()}
+        changed.update({k: (v, h32[k]) for k, v in hypers[i].items() if h32[k] != v})
+        now = outcome.states[i] if outcome.states is not None else None
+        sdtype = now.dtype if now is not None else None
+        exact, bnd = outcome.inputs.model.expect(params, grad, state, h32, t,
+                                                 declared.precision(sdtype))
+        got = {"theta": outcome.params[i], **(now.as_mapping() if now is not None else {})}
+        for name, value in got.items():
+            fmt = cfg.dtype if name == "theta" else (sdtype or cfg.dtype)
+            if name in bnd and compare(name, value, exact[name], bnd[name], fmt):
+                return []
+    if not changed:
+        return []
+    shown = ", ".join(f"{k}={a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+    return [f"every parameter out of the bound is within the bound of the same step with its "
+            f"hyperparameters rounded to float32 ({shown}; --hyper-dtype=float32): the "
+            f"implementation computes its hyperparameters in float32, as a C float kernel "
+            f"does. If it is meant to, declare --hyper-dtype=float32"]
