@@ -276,10 +276,10 @@ def test_group_without_weight_decay_key_counts_as_zero() -> None:
     assert audit_param_groups(model, opt).ok
 
 
-def test_readme_example_is_the_real_report() -> None:
+def test_documented_example_is_the_real_report() -> None:
     model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
     report = audit_param_groups(model, naive(model)).report()
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "param-groups.md").read_text()
     assert "\n".join("    " + line for line in report.splitlines()) in readme
 
 
