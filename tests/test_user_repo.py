@@ -77,6 +77,11 @@ class MyAdamW(torch.optim.Optimizer):
 class EpsInSqrt(MyAdamW):
     def denom(self, v_hat, eps):
         return (v_hat + eps).sqrt()
+
+
+class HalfStep(MyAdamW):
+    def denom(self, v_hat, eps):
+        return 2 * (v_hat.sqrt() + eps)
 '''
 
 #: A failure's worst element: 'parameter 0: theta[1, 0, 0]: got 0.0087...'
@@ -205,8 +210,10 @@ def test_documented_pytest_command_finds_eps_inside_the_root(installed: Installe
 
 def test_a_random_seed_and_a_packaged_xfails_list_are_reproduced(installed: Installed) -> None:
     # --xfails=keras: the list that ships with the package, by its key (it names no test here)
+    # A defect every drawn step shows (eps inside the root shows only where eps matters, which
+    # a random draw of 8 examples may miss).
     r = installed.run("adamw-conformance", "adamw_conformance.test_bias::test_step_one",
-                      "--impl=myopt:EpsInSqrt", "--hypothesis-profile=sweep", "--xfails=keras")
+                      "--impl=myopt:HalfStep", "--hypothesis-profile=sweep", "--xfails=keras")
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     seed = re.search(r"hypothesis profile=sweep seed=(\d+)", out)
