@@ -28,14 +28,15 @@ def read_states(run: Run, n: int, as_stored: bool = False) -> list[ParamState] |
     return states if as_stored else [layout.decoded(run, i, s) for i, s in enumerate(states)]
 
 
-def read_each_state(run: Run, n: int) -> list[ParamState | None]:
+def read_each_state(run: Run, n: int, as_stored: bool = False) -> list[ParamState | None]:
     """Each parameter's state where the target exposes it (None for a parameter without state
     yet, or everywhere when the layout is unknown): unlike read_states, one missing state does
     not hide the others."""
     if not capability(run, "read_state"):
         return [None] * n
     layout.bind(run)
-    return [layout.decoded(run, i, run.read_state(i)) for i in range(n)]
+    states = [run.read_state(i) for i in range(n)]
+    return states if as_stored else [layout.decoded(run, i, s) for i, s in enumerate(states)]
 
 
 def prepare(cfg: Config, setup: Setup, params: Sequence[np.ndarray],

@@ -102,6 +102,9 @@ ZOO: tuple[Mutant, ...] = (
     # save and load
     _m("impl.mutants.state:LoadResetsStep", "state.round_trip"),
     _m("impl.mutants.state:ForgetsSecondMoment", "state.round_trip"),
+    # state layouts (impl/layouts.py) with a defect
+    _m("impl.mutants.layouts:HalfDebiased", "exact.one_step"),
+    _m("impl.mutants.layouts:BetaPowerSwapped", "bias.step_one"),
     # input handling
     _m("impl.mutants.input:NoValidation", "input.validation"),
     _m("impl.mutants.input:AssertValidation", "input.validation"),
