@@ -153,6 +153,8 @@ def _layout(adapter: Any) -> StateLayout | None:
     layout = getattr(adapter, "layout", None)
     if layout is None or isinstance(layout, StateLayout):
         return layout
+    if callable(layout):  # a module adapter's function of that name declares nothing
+        return None
     raise ValueError(f"{type(adapter).__name__}.layout must be a StateLayout "
                      f"(adamw_conformance.adapters.base), got {layout!r}")
 
