@@ -464,6 +464,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             warnings.warn(f"--xfails {path}: entry {entry!r} matches no test", stacklevel=1)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Find the target's state layout (core/layout.py) before the first test: its probe's
+    one-time costs would otherwise fall inside a test's first example, and Hypothesis' choice
+    of the next examples depends on how long that took."""
+    if active(session.config) and session.items and not session.config.option.collectonly:
+        _state_line(_config(session.config))
+
+
 @pytest.fixture(scope="session")
 def cfg(request: pytest.FixtureRequest) -> Config:
     return _config(request.config)
