@@ -440,12 +440,23 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"conformance: conventions={cfg.model.convention.label()}"
         + (f" (auto; {s.conventions_auto})" if s.conventions_auto is not None else ""),
     ]
+    lines.append(f"conformance: state={_state_line(cfg)}")
     lines += [f"conformance: {line}" for line in config.stash[_SESSION].judged_under()]
     ignored = config.stash[_SESSION].ignored_seed
     lines.append(f"conformance: hypothesis profile={s.profile} seed={s.seed_text()}"
                  + (f" (--hypothesis-seed={ignored} has no effect: profile {s.profile} is "
                     "derandomized)" if ignored is not None else ""))
     return lines
+
+
+def _state_line(cfg: Config) -> str:
+    """How the target stores its state (core/layout.py), found before any test runs."""
+    from adamw_conformance.core import replay
+
+    try:
+        return replay.describe(cfg)
+    except Exception as e:  # noqa: BLE001 - a target's failure is the tests' to report
+        return f"not determined ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -482,6 +493,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for entry in entries:
         if entry not in used:
             warnings.warn(f"--xfails {path}: entry {entry!r} matches no test", stacklevel=1)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Find the target's state layout (core/layout.py) before the first test: its probe's
+    one-time costs would otherwise fall inside a test's first example, and Hypothesis' choice
+    of the next examples depends on how long that took."""
+    if active(session.config) and session.items and not session.config.option.collectonly:
+        _state_line(_config(session.config))
 
 
 @pytest.fixture(scope="session")

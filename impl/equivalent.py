@@ -49,9 +49,10 @@ class DebiasedMoments(ReferenceAdamW):
     """Stores the bias-corrected moments mh, vh instead of m, v ("debiased betas"): each step
     mixes with b' = b (1 - b^(t-1)) / (1 - b^t), 1 - b' = (1 - b) / (1 - b^t), and the step uses
     the stored moments without further correction. The parameters are AdamW's; the state is a
-    different but equivalent one, which state replay can only read under
-    --conventions=moments=debiased (the registry declares it). It offers no amsgrad: the
-    maximum of debiased v's is a different AMSGrad (optax's 'corrected_max')."""
+    different but equivalent one, which the suite finds and decodes (conformance/core/layout.py)
+    under the default conventions as under --conventions=moments=debiased (the registry
+    declares the latter). It offers no amsgrad: the maximum of debiased v's is a different
+    AMSGrad (optax's 'corrected_max')."""
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, maximize: bool = False) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -72,6 +72,86 @@ class ParamState:
                              self.dtype)
 
 
+#: Where a target keeps one scalar of its state: (scope, key). Scopes: "parameter" (the
+#: parameter's own state dict), "group" (its parameter group's dict), "optimizer" (the
+#: optimizer's state not keyed by a parameter), "attribute" (an attribute of the optimizer).
+Place = tuple[str, str]
+
+#: How each scope's counter counts, in the spec's words (spec/conventions.py: counter).
+COUNTER_OF_SCOPE = {"parameter": "parameter", "group": "group", "optimizer": "global",
+                    "attribute": "global"}
+_WHERE = {"parameter": "state['{}']", "group": "param_groups[i]['{}']",
+          "optimizer": "optimizer.state['{}']", "attribute": "optimizer.{}",
+          "reported": "as read_state reports it"}
+#: The place of a counter the adapter reads itself (its read_state's `step`): a target whose
+#: scalars the suite cannot see.
+REPORTED: Place = ("reported", "step")
+
+
+def where(place: Place) -> str:
+    """`place` as the code that reaches it reads: state['step'], param_groups[i]['step'], ..."""
+    scope, key = place
+    return _WHERE.get(scope, scope + ":{}").format(key)
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """How a target stores the spec's state: its representation, not its meaning. Replay and
+    every state read go through it (core/layout.py), so that a layout that maps exactly onto
+    the spec's state never fails a property by itself.
+
+    Declared by an adapter (`Capabilities.layout`: its read_state/write_state then speak this
+    layout) or detected from behaviour on a probe (core/layout.py)."""
+
+    #: "raw": m and v as the spec's default has them; "debiased": the bias-corrected
+    #: mh = m / (1 - b1^t), vh = v / (1 - b2^t) (spec/rules/adam.py: DEBIASING)
+    moments: Literal["raw", "debiased"] = "raw"
+    #: where the step counter is kept, first the one a read reports; replay writes every one.
+    #: Empty: the target keeps none the suite can see (read_state reports the count).
+    counters: tuple[Place, ...] = ()
+    #: the keys the spec's state (m, v, vmax, buf, ...) is stored under, where known
+    names: tuple[tuple[str, str], ...] = ()
+    #: "declared" (by the adapter), "detected" (from behaviour), "default" (neither: the state
+    #: read as the adapter reports it), "undetermined" (the probe failed: read as reported)
+    source: str = "default"
+    #: why state replay cannot write everything the target's next step reads; None if it can
+    refused: str | None = None
+    #: what detection saw that a reader should know (an undetermined form, say)
+    note: str = ""
+    #: whether read_state gives the spec's state at all (False: keys the suite does not know)
+    readable: bool = True
+
+    @property
+    def counter(self) -> str:
+        """The counter convention the place of the counter gives: parameter, group, global, or
+        'none' where none was found."""
+        return COUNTER_OF_SCOPE.get(self.counters[0][0], "parameter") if self.counters \
+            else "none"
+
+    def describe(self) -> str:
+        """One line for the header, the report and the fingerprint."""
+        if self.source == "undetermined":
+            return f"not determined ({self.note})"
+        names = ", ".join(f"{n}={k}" for n, k in self.names)
+        if not self.counters:
+            counter = "no counter found (t counted by the adapter)" if self.source == "detected" \
+                else "counter as read_state reports it"
+        elif self.counters[0] == REPORTED:
+            counter = "counter as read_state reports it"
+        else:
+            kinds = {p: COUNTER_OF_SCOPE.get(p[0], p[0]) for p in self.counters}
+            counter = "counter " + ", ".join(
+                f"{'per ' if kinds[p] != 'global' else ''}{kinds[p]} ({where(p)})"
+                for p in self.counters)
+        state = f"moments {self.moments}" if self.readable else \
+            "not readable in the spec's terms (read_state gives None)"
+        parts = [state, counter, *([names] if names else [])]
+        text = ", ".join(parts) + f" ({self.source})"
+        if self.note:
+            text += f"; {self.note}"
+        return text
+
+
 @runtime_checkable
 class Run(Protocol):
     """One live optimizer instance. Parameters are indexed in creation order, across groups."""
@@ -87,7 +167,14 @@ class Adapter(Protocol):
     """What `--impl` resolves to. Optional capabilities of a run are plain methods of the Run:
 
     - `read_state(i) -> ParamState | None` and `write_state(i, ParamState) -> bool`: state replay
-      (None / False when the layout is unknown: the suite falls back to trajectory checks);
+      (None / False when the layout is unknown: the suite falls back to trajectory checks); the
+      state as the target stores it (its `StateLayout`: bias-corrected moments stay corrected),
+      the suite decodes it to the spec's;
+    - `scalars(i) -> dict[Place, float]`: every numeric scalar the target keeps that parameter
+      i's step may read, by where it is kept: the layout probe finds the step counter among
+      them (the one that advances by 1 per step) and refuses replay where another one changes;
+    - `use_layout(StateLayout)`: read and write the state where the layout says (the counter's
+      place, the keys of the moments); called before the suite reads a run's state;
     - `set_lr(group, lr)`: a schedule changing a group's learning rate between steps;
     - `state_dict()` and `load_state_dict(sd)`: save and restore;
     - `amp_step(grads, scale)`: one step with mixed-precision loss scaling, `grads` already
@@ -140,6 +227,9 @@ class Capabilities:
     #: computes beta^t and a Python float times a float32 array in float32; a C float kernel).
     #: Default None: exact (Python floats). A run's --hyper-dtype takes precedence.
     hyper_dtype: str | None = None
+    #: How the target stores the spec's state (StateLayout). Default None: detected from
+    #: behaviour on a probe (core/layout.py).
+    layout: StateLayout | None = None
 
     def accepts(self, option: str) -> bool:
         """Whether the target takes option `option` (amsgrad, maximize, ...)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from adamw_conformance.adapters.base import ParamState, Setup
+from adamw_conformance.adapters.base import ParamState, Place, Setup, StateLayout
 from adamw_conformance.core import rule_table
 
 # State names look-alikes of torch.optim use for the two moments and AMSGrad's maximum, and for
@@ -62,6 +62,18 @@ def torch_dtype(name: str) -> torch.dtype:
 
 def to_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().to("cpu", torch.float64).numpy().copy()
+
+
+def _scalar(x: Any) -> float | None:
+    """A number the target keeps (int, float, a one-element tensor), or None: flags (bool) and
+    everything else are not counters."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, (int, float, np.integer, np.floating)):
+        return float(x)
+    if isinstance(x, torch.Tensor) and x.numel() == 1 and not x.is_complex():
+        return float(x.item())
+    return None
 
 
 def _find(state: Mapping[str, Any], names: Sequence[str], like: torch.Tensor) -> str | None:
@@ -155,6 +167,9 @@ class TorchOptimizerRun:
         # Gradient steps per parameter, for optimizers that keep no counter (torch's SGD: its
         # momentum buffer's existence is its only notion of t): the spec's t = this + 1.
         self.counts = [0] * len(self.tensors)
+        self.group_of = setup.group_of()
+        #: where the state is kept (core/layout.py tells it); None: torch.optim's names
+        self.layout: StateLayout | None = None
 
     def step(self, grads: Sequence[np.ndarray | None]) -> None:
         for p, g in zip(self.tensors, grads, strict=True):
@@ -209,36 +224,103 @@ class TorchOptimizerRun:
         if all(g is None or np.all(np.isfinite(g)) for g in grads):
             self._count(grads)
 
-    def _layout(self, p: torch.Tensor) -> tuple[dict, dict[str, str], str | None] | None:
-        """p's state dict, the keys of the spec's state in it, and its counter's key; None if
-        there is no state yet or some state of p's shape has a name the suite does not know."""
+    def use_layout(self, layout: StateLayout) -> None:
+        self.layout = layout
+
+    def scalars(self, i: int) -> dict[Place, float]:
+        """Every number parameter i's step may read, by where it is kept: its state (tensors
+        of its shape aside), its group's dict, the optimizer's state not keyed by a parameter,
+        the optimizer's attributes."""
+        p = self.tensors[i]
+        out: dict[Place, float] = {}
+        for k, x in self.opt.state.get(p, {}).items():
+            if not (isinstance(x, torch.Tensor) and x.shape == p.shape) \
+                    and (value := _scalar(x)) is not None:
+                out["parameter", str(k)] = value
+        for k, x in self.opt.param_groups[self.group_of[i]].items():
+            if k != "params" and (value := _scalar(x)) is not None:
+                out["group", str(k)] = value
+        for k, x in self.opt.state.items():
+            if not isinstance(k, torch.Tensor) and (value := _scalar(x)) is not None:
+                out["optimizer", str(k)] = value
+        for k, x in vars(self.opt).items():
+            if k not in ("state", "param_groups", "defaults") \
+                    and (value := _scalar(x)) is not None:
+                out["attribute", k] = value
+        return out
+
+    def state_keys(self, i: int) -> dict[str, str]:
+        """The keys parameter i's spec state is stored under (m -> exp_avg, ...)."""
+        found = self._layout(i)
+        return dict(found[1]) if found is not None else {}
+
+    def _counters(self, st: Mapping[str, Any]) -> tuple[Place, ...]:
+        """Where the counter is kept: as the layout says, else torch.optim's `step`."""
+        if self.layout is not None:
+            return self.layout.counters
+        return next(((("parameter", n),) for n in _STEP_NAMES if n in st), ())
+
+    def _holder(self, place: Place, i: int) -> tuple[Any, Any]:
+        """The mapping (or, for an attribute, the optimizer) that holds `place`, and its key."""
+        scope, key = place
+        if scope == "parameter":
+            return self.opt.state.get(self.tensors[i], {}), key
+        if scope == "group":
+            return self.opt.param_groups[self.group_of[i]], key
+        if scope == "optimizer":
+            return self.opt.state, next((k for k in self.opt.state if str(k) == key), key)
+        return self.opt, key
+
+    def _get(self, place: Place, i: int) -> Any:
+        holder, key = self._holder(place, i)
+        return getattr(holder, key, None) if place[0] == "attribute" else holder.get(key)
+
+    def _put(self, place: Place, i: int, t: int) -> None:
+        """Write counter value t at `place`, in the type the target keeps there."""
+        holder, key = self._holder(place, i)
+        old = self._get(place, i)
+        if isinstance(old, torch.Tensor):
+            with torch.no_grad():
+                old.fill_(t)
+            return
+        new = type(old)(t) if isinstance(old, (int, float)) else t
+        if place[0] == "attribute":
+            setattr(holder, key, new)
+        else:
+            holder[key] = new
+
+    def _layout(self, i: int) -> tuple[dict, dict[str, str]] | None:
+        """p's state dict and the keys of the spec's state in it; None if there is no state yet
+        or some state of p's shape has a name the suite does not know."""
+        p = self.tensors[i]
         st = self.opt.state.get(p, {})
         keys = {name: key for name, cands in STATE_KEYS.items()
                 if (key := _find(st, cands, p)) is not None}
+        counters = {k for scope, k in self._counters(st) if scope == "parameter"}
         unknown = [k for k, x in st.items() if isinstance(x, torch.Tensor)
-                   and x.shape == p.shape and k not in keys.values() and k not in _STEP_NAMES]
+                   and x.shape == p.shape and k not in keys.values() and k not in _STEP_NAMES
+                   and k not in counters]
         if not keys or unknown:
             return None
-        return st, keys, next((n for n in _STEP_NAMES if n in st), None)
+        return st, keys
 
     def read_state(self, i: int) -> ParamState | None:
-        layout = self._layout(self.tensors[i])
+        layout = self._layout(i)
         if layout is None:
             return None
-        st, keys, step = layout
-        if step is None:
-            t = self.counts[i]
-        else:
-            t = int(st[step].item() if isinstance(st[step], torch.Tensor) else st[step])
+        st, keys = layout
+        places = self._counters(st)
+        value = self._get(places[0], i) if places else None
+        t = self.counts[i] if value is None else int(_scalar(value) or 0)
         first = st[next(iter(keys.values()))]
         return ParamState.of({name: to_numpy(st[key]) for name, key in keys.items()}, t,
                              str(first.dtype).split(".")[-1])
 
     def write_state(self, i: int, state: ParamState) -> bool:
-        layout = self._layout(self.tensors[i])
+        layout = self._layout(i)
         if layout is None:
             return False
-        st, keys, step = layout
+        st, keys = layout
         values = state.as_mapping()
         # AMSGrad's maximum is written where the target keeps one; every other state must fit.
         if any(name not in keys for name in values if name != "vmax"):
@@ -247,10 +329,8 @@ class TorchOptimizerRun:
             for name, x in values.items():
                 if name in keys:
                     st[keys[name]].copy_(torch.tensor(x, dtype=torch.float64))
-            if step is not None and isinstance(st[step], torch.Tensor):
-                st[step].fill_(state.step)
-            elif step is not None:
-                st[step] = type(st[step])(state.step)
+        for place in self._counters(st):
+            self._put(place, i, state.step)
         self.counts[i] = state.step
         return True
 

@@ -101,7 +101,7 @@ def create(cfg: Config, setup: Setup) -> Run:
             or not callable(getattr(run, "params", None)):
         raise ImplementationError(f"creating the optimizer gave {_short(run)}, which has no "
                                   "step(grads) and params() (the adapter protocol's Run)")
-    return CheckedRun(run, [np.shape(p) for g in setup.groups for p in g.params])
+    return CheckedRun(run, [np.shape(p) for g in setup.groups for p in g.params], cfg, setup)
 
 
 def step(cfg: Config, run: Run, grads: Sequence[np.ndarray | None]) -> None:
@@ -238,8 +238,18 @@ class CheckedRun:
     text, a missing or reshaped parameter) becomes an ImplementationError that says so, never an
     error deep inside a comparison. Everything else is the wrapped Run's own."""
 
-    def __init__(self, run: Any, shapes: Sequence[tuple[int, ...]]) -> None:
+    def __init__(self, run: Any, shapes: Sequence[tuple[int, ...]], judged_by: Config | None = None,
+                 created_with: Setup | None = None) -> None:
         self._run, self._shapes = run, list(shapes)
+        # What reading its state needs (core/layout.py): the target's layout is the run
+        # config's, the hyperparameters those it was created with.
+        self.judged_by, self.created_with = judged_by, created_with
+        self.layout_told = False
+
+    @property
+    def suite_run(self) -> CheckedRun:
+        """This run, also through a wrapper that forwards attributes (a test's stand-in)."""
+        return self
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._run, name)

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adamw_conformance.adapters.base import Capabilities
+from adamw_conformance.adapters.base import Capabilities, StateLayout
 
 SHORT_NAMES = {
     "torch-loop": "torch.optim.AdamW(foreach=False)",
@@ -146,7 +146,18 @@ def capabilities(adapter: Any) -> Capabilities:
                         pinned=dict(getattr(adapter, "pinned", None) or {}),
                         orders=tuple(orders),
                         none_grads=bool(getattr(adapter, "none_grads", True)),
-                        rule=rule, hyper_dtype=getattr(adapter, "hyper_dtype", None))
+                        rule=rule, hyper_dtype=getattr(adapter, "hyper_dtype", None),
+                        layout=_layout(adapter))
+
+
+def _layout(adapter: Any) -> StateLayout | None:
+    layout = getattr(adapter, "layout", None)
+    if layout is None or isinstance(layout, StateLayout):
+        return layout
+    if callable(layout):  # a module adapter's function of that name declares nothing
+        return None
+    raise ValueError(f"{type(adapter).__name__}.layout must be a StateLayout "
+                     f"(adamw_conformance.adapters.base), got {layout!r}")
 
 
 def _adapter(text: str, directory: str | os.PathLike[str] | None) -> Any:

@@ -101,6 +101,16 @@ def fingerprint_section(adapter: Any, dtype: str, device: str, timeout: float,
                 "note": f"fingerprint failed: {type(e).__name__}: {first_line(str(e))}"}
 
 
+def _state(cfg: Any) -> str:
+    """How the target stores its state and whether replay went through it (core/layout.py)."""
+    from adamw_conformance.core import replay
+
+    try:
+        return replay.describe(cfg)
+    except Exception as e:  # noqa: BLE001 - the report is written whatever the target does
+        return f"not determined ({type(e).__name__})"
+
+
 class ReportPlugin:
     """Registered by the conformance plugin when --report is given."""
 
@@ -194,6 +204,7 @@ class ReportPlugin:
                 "version": str(cfg.adapter.version), "device": cfg.device, "dtype": cfg.dtype,
                 "precision": cfg.precision().label(), "rule": cfg.model.rule.name,
                 "conventions": cfg.model.convention.label(),
+                "state": _state(cfg),
             },
             "settings": {
                 "hypothesis_profile": profile,

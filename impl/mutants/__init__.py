@@ -104,6 +104,9 @@ ZOO: tuple[Mutant, ...] = (
     _m("impl.mutants.state:LoadResetsStep", "state.round_trip"),
     _m("impl.mutants.state:ForgetsSecondMoment", "state.round_trip"),
     _m("impl.mutants.state:BetaPowerNotSaved", "state.round_trip"),
+    # state layouts (impl/layouts.py) with a defect
+    _m("impl.mutants.layouts:HalfDebiased", "exact.one_step"),
+    _m("impl.mutants.layouts:BetaPowerSwapped", "bias.step_one"),
     # input handling
     _m("impl.mutants.input:NoValidation", "input.validation"),
     _m("impl.mutants.input:AssertValidation", "input.validation"),

@@ -62,6 +62,12 @@ def _decay_rate(conv: Convention) -> sp.Expr:
     }[conv.decay_coupling]
 
 
+#: The bias correction of each moment after step t: the bias-corrected ("debiased") state
+#: holds m / DEBIASING[m] and v / DEBIASING[v]. moments=debiased below, and the suite's decoding
+#: of a target that stores its moments so (core/layout.py), read it here.
+DEBIASING: dict[sp.Symbol, sp.Expr] = {m: 1 - beta1**t, v: 1 - beta2**t}
+
+
 def _debiased(rule_build, conv: Convention):
     """Store bias-corrected moments instead of raw ones: same parameters, different state.
 
@@ -69,11 +75,10 @@ def _debiased(rule_build, conv: Convention):
     recovered from it, and the new moments are stored corrected. At t = 1 the old state is zero.
     """
     def build() -> Update:
-        prev1, prev2 = 1 - beta1 ** (t - 1), 1 - beta2 ** (t - 1)
-        raw = {m: m * prev1, v: v * prev2}
+        raw = {s: s * f.subs(t, t - 1) for s, f in DEBIASING.items()}
         out = {k: e.xreplace(raw) for k, e in rule_build().items()}
-        out["m"] = out["m"] / (1 - beta1**t)
-        out["v"] = out["v"] / (1 - beta2**t)
+        for s, f in DEBIASING.items():
+            out[s.name] = out[s.name] / f
         return out
     return build
 

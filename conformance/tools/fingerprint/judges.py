@@ -206,7 +206,11 @@ def judge_one_step(target: Target, probe: OneStepProbe, given: Given) -> Answers
     res = {v: target.worst(Candidate(v, target.model(given, **{probe.axis: v}), fresh(theta),
                                      [h]), [theta], [g], after, states)
            for v in probe.candidates}
-    return {probe.axis: decide(res, probe.text, explain(probe.axis))}
+    answer = decide(res, probe.text, explain(probe.axis))
+    if probe.read_state:
+        # the stored form is a layout the suite decodes: name the whole layout
+        answer = replace(answer, evidence=f"{answer.evidence}; layout: {target.layout()}")
+    return {probe.axis: answer}
 
 
 # --- the step counter -------------------------------------------------------------------------

@@ -63,12 +63,12 @@ def _cancelling(target: Target, probe: PrecisionProbe, given: Given,
         g1 = target.x(rng.choice([-1, 1], n) * 10 ** rng.uniform(-2, 0, n))
         run = target.create([([theta], h)])
         x1 = target.step(run, [g1])
-        s1 = read_each_state(run, 1)
+        s1 = read_each_state(run, 1, as_stored=True)
         if s1[0] is None:
             return None
         g2 = target.x(-b1 / (1 - b1) * s1[0].m * (1 + 2.0**-6 * rng.uniform(-1, 1, n)))
         x2 = target.step(run, [g2])
-        s2 = read_each_state(run, 1)
+        s2 = read_each_state(run, 1, as_stored=True)
         seen["steps"] += 1
         for compute in ("float32", target.dtype):
             seen[compute] += within_compute(target.declared, model, x1, s1, [g2], [h], x2, s2,

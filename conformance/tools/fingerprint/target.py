@@ -74,7 +74,14 @@ class Target:
         guarded("set_lr()", run.set_lr, group, lr, timeout=self.cfg.timeout)
 
     def states(self, run: Any, n: int) -> list[ParamState | None] | None:
-        return guarded("read_state()", read_states, run, n, timeout=self.cfg.timeout)
+        """The state as the target stores it: the candidates a probe judges are conventions
+        of the stored form (moments=debiased among them), not of the decoded one."""
+        return guarded("read_state()", read_states, run, n, True, timeout=self.cfg.timeout)
+
+    def layout(self) -> str:
+        """How the target stores its state, as the layout probe found it (core/layout.py)."""
+        from adamw_conformance.core.layout import of
+        return of(self.cfg).describe()
 
     def model(self, given: Given, rule: str | None = None, **conv: str) -> Model:
         """The model of `given` (its rule unless `rule` says another), with `conv` changed."""
