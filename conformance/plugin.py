@@ -351,18 +351,22 @@ class SessionPlugin:
     def judged_under(self) -> list[str]:
         """What a green run must not hide: non-default conventions --conventions=auto chose,
         and a rule chosen from behaviour rather than from what the target is."""
+        from adamw_conformance.report import summary
+
         s, lines = self.session, []
         if s.conventions_auto is not None and s.conventions != "default":
             name = {"adamw": "AdamW", "adam": "Adam", "adam_l2": "Adam with L2 decay"}.get(
                 s.rule, s.rule)
             lines.append(f"judged under non-default conventions (found by --conventions=auto): "
-                         f"{_explain(s.conventions)}; this is not {name} as PyTorch defines "
-                         "it (run without --conventions=auto to require that)")
+                         f"{summary.explain(s.conventions)}; this is not {name} as PyTorch "
+                         "defines it (run without --conventions=auto to require that)")
         if s.rule_how.startswith("auto: behaviour"):
             lines.append(f"judged as rule {s.rule}, the rule its behaviour shows ({s.rule_how})")
         return lines
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from adamw_conformance.report import summary
+
         lines = self.root_cause()
         if lines:
             terminalreporter.section("conformance: root cause", sep="=", red=True, bold=True)
@@ -370,37 +374,13 @@ class SessionPlugin:
                 terminalreporter.write_line(line)
         for line in self.judged_under():
             terminalreporter.write_line(f"conformance: {line}", yellow=True)
-        for line in harness_notes(_config(self.config)):
+        for line in summary.harness_notes(_config(self.config)):
             terminalreporter.write_line(f"conformance: {line}")
-
-
-def harness_notes(cfg: Config) -> list[str]:
-    """What the harness found out about the target and did about it, not a verdict: a one-time
-    cost its warm-up paid (shown from a second on, or where it did not complete), options it
-    refuses (the properties skipped them)."""
-    from adamw_conformance.core import calls
-
-    lines = []
-    warm = calls.warmed(cfg)
-    if warm is not None and (warm.error is not None or warm.seconds >= 1.0):
-        lines.append(warm.line(cfg.timeout))
-    lines += [f"option skipped: {why}" for why in calls.refusals(cfg)]
-    return lines
 
 
 def _in_suite(path: Path) -> bool:
     path = path.resolve()
     return path == PACKAGE_DIR or PACKAGE_DIR in path.parents
-
-
-def _explain(label: str) -> str:
-    from adamw_conformance.spec.conventions import EXPLANATIONS
-
-    parts = []
-    for item in label.split(","):
-        key, _, value = item.partition("=")
-        parts.append(f"{item} ({EXPLANATIONS.get(key, {}).get(value, value)})")
-    return "; ".join(parts)
 
 
 def _start_report(config: pytest.Config) -> None:

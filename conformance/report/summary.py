@@ -233,3 +233,28 @@ def root_cause(findings: Findings, fp: Callable[[], Any] | None, rule: str, conv
                          "cause")
     findings.cache[key] = lines
     return lines
+
+
+def harness_notes(cfg: Any) -> list[str]:
+    """What the harness found out about the target and did about it, not a verdict: a one-time
+    cost its warm-up paid (shown from a second on, or where it did not complete), options it
+    refuses (the properties skipped them)."""
+    from adamw_conformance.core import calls
+
+    lines = []
+    warm = calls.warmed(cfg)
+    if warm is not None and (warm.error is not None or warm.seconds >= 1.0):
+        lines.append(warm.line(cfg.timeout))
+    lines += [f"option skipped: {why}" for why in calls.refusals(cfg)]
+    return lines
+
+
+def explain(label: str) -> str:
+    """'eps=root' -> 'eps=root (eps inside the square root: ...)', for each convention."""
+    from adamw_conformance.spec.conventions import EXPLANATIONS
+
+    parts = []
+    for item in label.split(","):
+        key, _, value = item.partition("=")
+        parts.append(f"{item} ({EXPLANATIONS.get(key, {}).get(value, value)})")
+    return "; ".join(parts)
