@@ -26,7 +26,7 @@ from adamw_conformance.core.judge import Mismatch, Model, compare
 from adamw_conformance.spec.formats import format_of
 
 if TYPE_CHECKING:
-    from adamw_conformance.core.checks import StepOutcome
+    from adamw_conformance.core.step import StepOutcome
 
 #: Parameter dtypes a compute-precision note may name: arithmetic narrower than the declared one.
 LOW = ("bfloat16", "float16")
@@ -89,7 +89,7 @@ def cast_note(cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[str, floa
               cast: BetaCast) -> str | None:
     """The note on `cast`, where a control supports it (see the module's docstring); None
     otherwise."""
-    from adamw_conformance.core.checks import judge_values
+    from adamw_conformance.core.step import judge_values
 
     inputs = outcome.inputs
     assert inputs is not None
