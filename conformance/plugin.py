@@ -68,6 +68,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--compute-dtype", default=None, choices=DTYPES,
                     help="the dtype the implementation declares it computes in "
                          "(default: float32 for bf16/fp16 parameters, else the dtype)")
+    group.addoption("--no-root-cause", action="store_true", default=False,
+                    help="end a failing run without the root-cause summary (it runs the "
+                         "convention fingerprint, a few seconds)")
     group.addoption("--hyper-dtype", default=None, choices=("float32", "bfloat16", "float16"),
                     help="the dtype the implementation declares it takes its hyperparameters "
                          "and their arithmetic in (1 - beta2, lr * weight_decay, beta^t), as a C "
@@ -345,6 +348,8 @@ class SessionPlugin:
         or reuses the one the options needed."""
         from adamw_conformance.report.summary import root_cause
 
+        if self.config.getoption("--no-root-cause"):
+            return []
         return root_cause(self.findings, self.fingerprint, self.session.rule,
                           self.session.conventions, self.command)
 

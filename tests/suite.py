@@ -52,13 +52,17 @@ class _Collector:
 _REUSED: dict[tuple[tuple[str, ...], str], Outcome] = {}
 
 
-def run_suite(*args: str, profile: str = "ci", reuse: bool = False) -> Outcome:
+def run_suite(*args: str, profile: str = "ci", reuse: bool = False,
+              root_cause: bool = False) -> Outcome:
     """pytest conformance <args> --hypothesis-profile=<profile>, in this process.
 
     With reuse=True, a run with the same arguments and profile that an earlier test of this
     process asked for with reuse=True is not run again: its outcome is returned. For tests that
     judge the same run differently (the kill matrix's named-property kill and the message it
     gives); a test that reads the run's printed output (capsys) must not reuse.
+
+    The root-cause summary (a fingerprint, ~0.7 s per failing run) is off unless `root_cause`:
+    the tests that read it ask for it, the others judge verdicts and messages.
     """
     key = (args, profile)
     if reuse and key in _REUSED:
@@ -70,7 +74,8 @@ def run_suite(*args: str, profile: str = "ci", reuse: bool = False) -> Outcome:
     # (0.3-1 s in this process's heap, more than a one-property run costs); an unraisable
     # exception in the nested run still reaches the outer session's hook, which reports it.
     argv = [*(str(ROOT / t) for t in targets), *options, f"--hypothesis-profile={profile}",
-            "-q", "-p", "no:cacheprovider", "-p", "no:unraisableexception", f"--rootdir={ROOT}"]
+            "-q", "-p", "no:cacheprovider", "-p", "no:unraisableexception", f"--rootdir={ROOT}",
+            *([] if root_cause else ["--no-root-cause"])]
     rc = pytest.main(argv, plugins=[_Collector(outcome)])
     outcome.rc = int(rc)
     if reuse:
