@@ -32,12 +32,14 @@ def bound(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
 
 def evaluate(order: Order, env: Mapping[sp.Symbol, Any], precs: Sequence[Precision],
              graph_names: Sequence[str], names: Sequence[str], *, sensitivity: bool = True,
-             lower: Iterable[int] = ()) -> list[dict[str, Bound]]:
+             lower: Iterable[int] = (), guarded: bool = False) -> list[dict[str, Bound]]:
     """`reference_bound(order, env, p, graph_names)` restricted to `names`, for every p in
     `precs`, from one evaluation of the values and adjoints (`spec.plan`).
 
     For the profiles whose index is in `lower`, `value` is a lower value of the bound instead
-    (`spec.plan.Wanted`), with no domain: enough to accept elements, not to judge them."""
+    (`spec.plan.Wanted`), with no domain: enough to accept elements, not to judge them.
+    `guarded`: the plan with the reference's zero guards (`spec.plan.compile_plan`), which
+    needs no second pass; the elements the unguarded plan flags are redone with it."""
     tree = order.tree
     graph = graph_of(tuple((k, tree[k]) for k in graph_names))
     env = {s: as_float64(v, copy=False) for s, v in env.items()}
@@ -48,7 +50,7 @@ def evaluate(order: Order, env: Mapping[sp.Symbol, Any], precs: Sequence[Precisi
     lower = set(lower)
     wanted = tuple(plan.Wanted(plan.Weighting(p, order.scalar), domain=i not in lower,
                                lower=i in lower) for i, p in enumerate(precs))
-    compiled = plan.compile_plan(graph, tuple(names), wanted, sensitivity)
+    compiled = plan.compile_plan(graph, tuple(names), wanted, sensitivity, guarded)
     raw = plan_runner.run_plan(compiled, env, shape, names, len(wanted))
     out: list[dict[str, Bound]] = []
     for w, prec in enumerate(precs):
@@ -58,27 +60,29 @@ def evaluate(order: Order, env: Mapping[sp.Symbol, Any], precs: Sequence[Precisi
             r = raw[name][w]
             result[name] = Bound(r.value, r.in_domain if r.in_domain is not None
                                  else np.ones(shape, dtype=bool), r.sensitivity, r.center)
-            if w not in lower:
-                # Where the unguarded sweep met 0 * inf, the reference decides (see spec.plan).
+            if w not in lower and not guarded:
+                # Where the unguarded sweep met 0 * inf, the guarded plan decides (spec.plan).
                 bad = r.nan
                 for sens in r.sensitivity.values():
                     bad = bad | np.isnan(sens)
                 if np.any(bad):
                     redo[name] = np.broadcast_to(bad, shape)
         if redo:
-            result.update(_redo(order, env, prec, graph_names, result, redo, shape))
+            result.update(_redo(order, env, prec, graph_names, result, redo, shape,
+                                sensitivity))
         out.append(result)
     return out
 
 
 def _redo(order: Order, env: Mapping[sp.Symbol, Any], prec: Precision,
           graph_names: Sequence[str], result: dict[str, Bound], redo: dict[str, np.ndarray],
-          shape: tuple[int, ...]) -> dict[str, Bound]:
-    """The reference engine's bound at the flagged elements, patched into `result`."""
+          shape: tuple[int, ...], sensitivity: bool) -> dict[str, Bound]:
+    """The guarded plan's bound at the flagged elements, patched into `result`."""
     mask = np.logical_or.reduce(list(redo.values()))
     flat = np.flatnonzero(mask)
     sub = restrict(env, shape, flat)
-    ref = reference_bound(order, sub, prec, graph_names)
+    [ref] = evaluate(order, sub, (prec,), graph_names, tuple(redo), sensitivity=sensitivity,
+                     guarded=True)
     fixed = {}
     for name in redo:
         b, r = result[name], ref[name]

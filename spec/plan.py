@@ -11,7 +11,8 @@ so the results are bit-identical, with three differences in what is computed, no
 - no zero guards on the adjoint products. A guard changes a product only where one side is 0 and
   the other inf or nan, and there the unguarded product is nan, which reaches the total (a term with
   a zero error contributes 0 either way). Elements whose total (or a sensitivity) comes out nan are
-  recomputed by the reference engine, so the result is the reference's everywhere;
+  recomputed by the guarded plan (the same source with the reference's guards), so the result is
+  the reference's everywhere;
 - several precision profiles share one evaluation: the values, partials and adjoints depend only
   on the order and the inputs, the rounding weights on the profile (the float64 filter and the
   implementation's bound of the same order are one pass);
@@ -100,20 +101,27 @@ _PLANS: dict[tuple, Compiled] = {}
 
 
 def compile_plan(graph: Graph, names: tuple[str, ...], weightings: tuple[Wanted, ...],
-                 sensitivity: bool) -> Compiled:
-    """The plan for `graph`'s outputs `names` under `weightings`, generated once."""
-    key = (graph, names, tuple(w.key for w in weightings), sensitivity)
+                 sensitivity: bool, guarded: bool = False) -> Compiled:
+    """The plan for `graph`'s outputs `names` under `weightings`, generated once.
+
+    `guarded`: with the reference's zero guards on every adjoint product and error term (and
+    every node's domain checked), so that no element comes out nan for a 0 * inf: the plan
+    `spec.bounds.evaluate` runs on the elements the unguarded one flags, instead of the
+    interpreted reference (the same numbers, a few times faster)."""
+    key = (graph, names, tuple(w.key for w in weightings), sensitivity, guarded)
     plan = _PLANS.get(key)
     if plan is None:
-        plan = _PLANS[key] = _generate(graph, names, weightings, sensitivity)
+        plan = _PLANS[key] = _generate(graph, names, weightings, sensitivity, guarded)
     return plan
 
 
 def _generate(graph: Graph, names: tuple[str, ...], weightings: tuple[Wanted, ...],
-              sensitivity: bool) -> Compiled:
+              sensitivity: bool, guarded: bool) -> Compiled:
     index = {x: i for i, x in enumerate(graph.order)}
     ns: dict[str, Any] = {"np": np, "inf": np.inf, "_select": select,
-                          "_conditions": conditions, "_scaled": _scaled, "_full": _full}
+                          "_conditions": conditions, "_scaled": _scaled, "_full": _full,
+                          "_guard": _guard}
+    times = _guarded_times if guarded else _times
     lines: list[str] = []
     emit = lines.append
     leaves = [x for x in graph.order if graph.nodes[x].kind == "leaf"]
@@ -241,12 +249,12 @@ def _generate(graph: Graph, names: tuple[str, ...], weightings: tuple[Wanted, ..
             for j, child in enumerate(graph.nodes[x].children):
                 if child not in useful:
                     continue
-                contribution = _times(adj[x], partial[x, j])
+                contribution = times(adj[x], partial[x, j])
                 target = f"a{o}_{index[child]}"
                 if child in adj:
                     emit(f"{target} = {_one(adj[child], ns)} + {_par(_one(contribution, ns), 2)}")
                     adj[child] = target
-                elif contribution is None or "*" not in contribution:
+                elif contribution is None or _NAME.fullmatch(contribution):
                     adj[child] = contribution  # an alias: add/store pass the adjoint through
                 else:
                     emit(f"{target} = {contribution}")
@@ -299,7 +307,7 @@ def _generate(graph: Graph, names: tuple[str, ...], weightings: tuple[Wanted, ..
         # needs no domain check: a non-finite value makes its term, hence the total, non-finite
         # (inf * 0 is nan), and the total's finiteness is part of the domain.
         covered: set[sp.Basic] = set()
-        if len(names) == 1:
+        if len(names) == 1 and not guarded:  # guarded: inf * 0 is 0, so check every node
             covered = {x for x, _e, scalar, edges in errs
                        if edges is None and not scalar and x in adjoint[names[0]]
                        and not (graph.nodes[x].kind == "add" and len(graph.nodes[x].children) > 2)}
@@ -331,7 +339,7 @@ def _generate(graph: Graph, names: tuple[str, ...], weightings: tuple[Wanted, ..
                         continue
                     a = absolute(o, x)
                 else:
-                    along = [_one(_times(adj[p], partial[p, j]), ns)
+                    along = [_one(times(adj[p], partial[p, j]), ns)
                              for p, j in edges if p in adj]
                     if not along:
                         continue
@@ -343,7 +351,7 @@ def _generate(graph: Graph, names: tuple[str, ...], weightings: tuple[Wanted, ..
                 elif scalar:
                     term = f"({e} * {a} if {e}.ndim == 0 and {e} != 0 else _scaled({e}, {a}))"
                 else:
-                    term = f"{e} * {a}"
+                    term = f"_scaled({e}, {a})" if guarded else f"{e} * {a}"
                 emit(f"{tot} = {term}" if first else f"{tot} = {tot} + {term}")
                 first = False
             if first:
@@ -408,6 +416,19 @@ def _times(adj: str | None, p: str | None) -> str | None:
     if adj is None:
         return p
     return adj if p is None else f"{adj} * {p}"
+
+
+def _guarded_times(adj: str | None, p: str | None) -> str | None:
+    """adjoint * partial as source, with the reference's zero guard (`_guard`)."""
+    if adj is None or p is None:
+        return _times(adj, p)
+    return f"_guard({adj}, {p})"
+
+
+def _guard(adj: np.ndarray, partial: np.ndarray) -> np.ndarray:
+    # spec.reference_bound._mul_adjoint: a zero on either side means "no sensitivity", even
+    # against an infinite other side.
+    return np.where((adj == 0) | (partial == 0), 0.0, adj * partial)
 
 
 def _one(expr: str | None, ns: dict[str, Any]) -> str:

@@ -2,11 +2,12 @@
 what was tried and the accepted forms, no traceback); readable per-test failures for an
 implementation that raises, hangs or returns NaN, with the rest of the run going on.
 
-The implementations that misbehave, and one usage error of each origin (the target, an import
-that raises, an option), run end to end (`python -m pytest conformance --impl=...` in a
-subprocess). The other usage errors and the --conventions=auto headers come from the same
-`pytest.main` in this process (tests.suite.run_suite), read from the captured output: what a
-subprocess adds is only its start, ~3 s each."""
+One usage error of each origin (the target, an import that raises, an option) and the
+implementation that hangs run end to end (`python -m pytest conformance --impl=...` in a
+subprocess: a hung call's thread must not outlive the run in this process). The other targets
+that misbehave, the other usage errors and the headers come from the same `pytest.main` in this
+process (tests.suite.run_suite), read from the captured output: what a subprocess adds is only
+its start, ~3 s each."""
 
 from __future__ import annotations
 
@@ -56,10 +57,10 @@ def suite(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
 
 
 def in_process(capsys: pytest.CaptureFixture[str], *args: str,
-               targets: tuple[str, ...] = ("conformance",)) -> Result:
+               targets: tuple[str, ...] = ("conformance",), root_cause: bool = False) -> Result:
     """`suite` without the subprocess: the same pytest.main, its output read from capsys."""
     capsys.readouterr()
-    out = run_suite(*targets, *args)
+    out = run_suite(*targets, *args, root_cause=root_cause)
     text = capsys.readouterr()
     cases = {k: out.messages.get(k, v) if v == "failed" else v for k, v in out.results.items()}
     return Result(out.rc, text.out + text.err, cases)
@@ -117,8 +118,8 @@ def _assert_each_failure_says(r: Result, says: str) -> None:
     assert "INTERNALERROR" not in r.output, r.output
 
 
-def test_raising_step_fails_every_test_readably(tmp_path: Path) -> None:
-    r = suite(tmp_path, "--impl=impl.broken:RaisingAdamW")
+def test_raising_step_fails_every_test_readably(capsys: pytest.CaptureFixture[str]) -> None:
+    r = in_process(capsys, "--impl=impl.broken:RaisingAdamW")
     assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
     # Every test that steps the optimizer fails on its own; the rest still ran.
     assert len(r.failed()) >= 3, r.cases
@@ -127,8 +128,8 @@ def test_raising_step_fails_every_test_readably(tmp_path: Path) -> None:
     assert any(v == "passed" for v in r.cases.values()), r.cases  # input.validation, say
 
 
-def test_raising_constructor_fails_readably(tmp_path: Path) -> None:
-    r = suite(tmp_path, "--impl=impl.broken:RaisingConstructor")
+def test_raising_constructor_fails_readably(capsys: pytest.CaptureFixture[str]) -> None:
+    r = in_process(capsys, "--impl=impl.broken:RaisingConstructor")
     assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
     failed = r.failed()
     assert len(failed) >= 3, r.cases
@@ -140,21 +141,21 @@ def test_raising_constructor_fails_readably(tmp_path: Path) -> None:
 def test_hanging_step_times_out_and_the_run_goes_on(tmp_path: Path) -> None:
     # HangingAdamW's step() never returns: that the run ended at all shows that nothing waited
     # for a hung call. Each hung test waits the limit twice (Hypothesis replays the failing
-    # example): six waits of 2 s here, after the warm-up's one wait of 5 x 2 s (calls.warm_up).
+    # example): six waits of 1 s here, after the warm-up's one wait of 5 x 1 s (calls.warm_up).
     targets = ("conformance/test_exact.py::test_trajectory", "conformance/test_state.py",
                "conformance/test_schedule.py::test_lr_zero", "conformance/test_input.py")
-    r = suite(tmp_path, "--impl=impl.broken:HangingAdamW", "--impl-timeout=2",
+    r = suite(tmp_path, "--impl=impl.broken:HangingAdamW", "--impl-timeout=1",
               "-k", "not nonfinite", targets=targets)
     assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
     assert len(r.failed()) >= 3, r.cases
     _assert_each_failure_says(r, "did not return from")
-    assert "within 2 s (set --impl-timeout to allow more)" in r.output
+    assert "within 1 s (set --impl-timeout to allow more)" in r.output
     # Validation never steps: it passed, after the hung tests before it.
     assert any(k.endswith("test_validation[lr]") and v == "passed" for k, v in r.cases.items())
 
 
-def test_nan_result_fails_with_got_and_oracle(tmp_path: Path) -> None:
-    r = suite(tmp_path, "--impl=impl.broken:NaNAdamW",
+def test_nan_result_fails_with_got_and_oracle(capsys: pytest.CaptureFixture[str]) -> None:
+    r = in_process(capsys, "--impl=impl.broken:NaNAdamW",
               targets=("conformance/test_exact.py", "conformance/test_state.py"))
     assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
     failed = r.failed()
@@ -167,8 +168,8 @@ def test_nan_result_fails_with_got_and_oracle(tmp_path: Path) -> None:
 
 # --- optimizers and adapters nobody named (impl/unknown.py, reports/unknown-optimizers.md) ------
 
-def test_wrong_shapes_fail_readably(tmp_path: Path) -> None:
-    r = suite(tmp_path, "--impl=impl.unknown:WrongShapeAdapter",
+def test_wrong_shapes_fail_readably(capsys: pytest.CaptureFixture[str]) -> None:
+    r = in_process(capsys, "--impl=impl.unknown:WrongShapeAdapter",
               targets=("conformance/test_exact.py",))
     assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
     _assert_each_failure_says(r, "params() gave parameter 0 with shape")
@@ -287,9 +288,9 @@ def test_a_bad_profile_in_the_environment_is_a_usage_error(monkeypatch) -> None:
     assert "CONFORMANCE_PROFILE='nonsense': unknown profile" in output, output
 
 
-def test_packaged_xfails_list_by_key(tmp_path: Path) -> None:
-    r = suite(tmp_path, "--impl=torch.optim.SGD", "--xfails=torch-sgd", "-k", "validation",
-              targets=("conformance/test_input.py",))
+def test_packaged_xfails_list_by_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    r = in_process(capsys, "--impl=torch.optim.SGD", "--xfails=torch-sgd", "-k", "validation",
+                   f"--junitxml={tmp_path / 'junit.xml'}", targets=("conformance/test_input.py",))
     assert r.rc == pytest.ExitCode.OK, r.output
     assert 'message="listed in torch-sgd"' in (tmp_path / "junit.xml").read_text(), r.output
 
@@ -308,19 +309,22 @@ class DecoupledAdam(torch.optim.Adam):
 '''
 
 
-def test_a_subclass_of_adam_that_decouples_is_judged_as_adamw(tmp_path: Path) -> None:
+def test_a_subclass_of_adam_that_decouples_is_judged_as_adamw(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "myadam.py").write_text(ADAM_SUBCLASS)
-    r = suite(tmp_path, "--impl=myadam:DecoupledAdam", "-v", "-k", "step_one or one_step",
-              targets=("conformance/test_bias.py", "conformance/test_exact.py"),
-              env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = in_process(capsys, "--impl=myadam:DecoupledAdam", "-v", "-k", "step_one or one_step",
+                   targets=("conformance/test_bias.py", "conformance/test_exact.py"))
     assert r.rc == pytest.ExitCode.OK, r.output
     assert "rule=adamw (auto: behaviour; the class derives from torch.optim.Adam)" in r.output
     assert "conformance: judged as rule adamw, the rule its behaviour shows" in r.output
 
 
-def test_conventions_auto_says_what_it_judged_under_and_the_root_cause(tmp_path: Path) -> None:
-    r = suite(tmp_path, "--impl=impl.mutants.scale:EpsInsideSqrt", "--conventions=auto", "-v",
-              "-k", "step_one", targets=("conformance/test_bias.py",))
+def test_conventions_auto_says_what_it_judged_under_and_the_root_cause(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    r = in_process(capsys, "--impl=impl.mutants.scale:EpsInsideSqrt", "--conventions=auto", "-v",
+                   "-k", "step_one", targets=("conformance/test_bias.py",), root_cause=True)
     assert r.rc == pytest.ExitCode.OK, r.output
     said = ("judged under non-default conventions (found by --conventions=auto): eps=root (eps "
             "inside the square root")
@@ -329,9 +333,9 @@ def test_conventions_auto_says_what_it_judged_under_and_the_root_cause(tmp_path:
     assert "not AdamW as PyTorch defines it" in end
 
 
-def test_a_failing_run_ends_with_the_root_cause(tmp_path: Path) -> None:
-    r = suite(tmp_path, "--impl=impl.mutants.scale:EpsInsideSqrt", "-k", "step_one",
-              targets=("conformance/test_bias.py",))
+def test_a_failing_run_ends_with_the_root_cause(capsys: pytest.CaptureFixture[str]) -> None:
+    r = in_process(capsys, "--impl=impl.mutants.scale:EpsInsideSqrt", "-k", "step_one",
+                   targets=("conformance/test_bias.py",), root_cause=True)
     assert r.rc == pytest.ExitCode.TESTS_FAILED, r.output
     cause = r.output.split("conformance: root cause", 1)[1]
     assert "1 failed test in 1 property: bias.step_one" in cause, cause

@@ -178,8 +178,10 @@ def test_recipe_command_passes_a_correct_adamw(installed: Installed) -> None:
 
 
 def test_documented_pytest_command_finds_eps_inside_the_root(installed: Installed) -> None:
+    # -k: the properties that show this defect first (the whole catalogue is the recipe's test)
     r = installed.run("pytest", "--pyargs", "adamw_conformance", "--impl=myopt:EpsInSqrt",
-                      "--hypothesis-profile=ci", "--report=buggy")
+                      "--hypothesis-profile=ci", "--report=buggy",
+                      "-k", "test_bias or test_exact or validation")
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "INTERNALERROR" not in out and "Traceback" not in out, out
