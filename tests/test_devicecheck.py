@@ -124,6 +124,17 @@ JUNIT = textwrap.dedent("""
 """)
 
 
+#: A run whose every test skipped, as the suite's are where --device=cuda finds no GPU.
+ALL_SKIPPED = textwrap.dedent("""
+    import sys
+    path = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--junitxml="))
+    open(path, "w").write('''<testsuites><testsuite>
+      <testcase classname="test_bias" name="test_step_one">
+        <skipped message="--device=cuda but no CUDA device is available here"/></testcase>
+    </testsuite></testsuites>''')
+""")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -132,19 +143,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_runs_hang_raise_fail_and_none_stops_the_others(tmp_path: Path) -> None:
+def test_runs_hang_raise_fail_skip_and_none_stops_the_others(tmp_path: Path) -> None:
     pidfile = tmp_path / "grandchild.pid"
     rows = [plan.Row("hang", "float32", "suite", [sys.executable, "-c", HANG, str(pidfile)]),
             plan.Row("raise", "float32", "suite",
                      [sys.executable, "-c", "raise RuntimeError('boom on the device')"]),
-            plan.Row("junit", "bfloat16", "suite", [sys.executable, "-c", JUNIT])]
+            plan.Row("junit", "bfloat16", "suite", [sys.executable, "-c", JUNIT]),
+            plan.Row("skipped", "float32", "suite", [sys.executable, "-c", ALL_SKIPPED])]
     seen: list[str] = []
     start = time.perf_counter()
-    plan.execute(rows, tmp_path, tmp_path, jobs=3, deadline=start + 60, run_timeout=2.0,
+    plan.execute(rows, tmp_path, tmp_path, jobs=4, deadline=start + 60, run_timeout=2.0,
                  done=lambda r: seen.append(r.label))
     assert time.perf_counter() - start < 15
-    assert sorted(seen) == ["hang", "junit", "raise"]
-    hang, boom, junit = rows
+    assert sorted(seen) == ["hang", "junit", "raise", "skipped"]
+    hang, boom, junit, skipped = rows
     assert hang.status == "timeout" and "killed after 2 s" in hang.reason
     grandchild = int(pidfile.read_text())
     for _ in range(100):  # it is reaped by init once killed
@@ -158,6 +170,9 @@ def test_runs_hang_raise_fail_and_none_stops_the_others(tmp_path: Path) -> None:
     assert (junit.passed, junit.failed, junit.skipped) == (2, 1, 1)
     assert junit.failing == ["bias.counter[past-256]"]
     assert junit.messages["bias.counter[past-256]"] == "bias.counter: outside the bound"
+    assert skipped.status == "error"
+    assert skipped.reason == ("no test ran: 1 skipped (--device=cuda but no CUDA device is "
+                              "available here)")
 
 
 def test_a_run_the_budget_cannot_hold_is_not_started(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ class Row:
     skipped: int = 0
     failing: list[str] = field(default_factory=list)
     messages: dict[str, str] = field(default_factory=dict)
+    skip_reason: str = ""  # the first skipped test's reason
     seconds: float = 0.0
     data: dict[str, Any] | None = None  # the soundness run's JSON
     output: Path | None = None  # where its stdout and stderr went
@@ -193,7 +194,12 @@ def run_one(row: Row, cwd: Path, env: dict[str, str], timeout: float, scratch: P
         return
     if row.kind == "suite":
         row.status = "passed" if rc == 0 and not row.failed else "failed"
-        if rc not in (0, 1):
+        if not row.passed and not row.failed:
+            # Every test skipped (the suite skips them all where the device is missing):
+            # not a pass.
+            row.status = "error"
+            row.reason = f"no test ran: {row.skipped} skipped ({row.skip_reason or 'no reason'})"
+        elif rc not in (0, 1):
             row.status, row.reason = "error", f"exit {rc}: {last_line(row.output)}"
     else:
         assert row.data is not None
@@ -234,8 +240,9 @@ def read_junit(row: Row, path: Path) -> None:
             prop = of(f"{module}.py::{name}") + (name[name.index("["):] if "[" in name else "")
             row.failing.append(prop)
             row.messages[prop] = (bad.get("message") or bad.text or "").strip()
-        elif case.find("skipped") is not None:
+        elif (skip := case.find("skipped")) is not None:
             row.skipped += 1
+            row.skip_reason = row.skip_reason or (skip.get("message") or "").strip()
         else:
             row.passed += 1
 
