@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     pending = sum(r.status == "pending" for r in rows)
     jobs = args.jobs or max(1, min(pending, (os.cpu_count() or 2) - 1))
     if args.plan:
-        print(f"{len(rows)} runs on {device}, {jobs} at a time, budget {args.budget:.0f} s, "
+        print(f"{_runs(len(rows))} on {device}, {jobs} at a time, budget {args.budget:.0f} s, "
               f"at most {args.run_timeout:.0f} s each, from {clone}:")
         for r in rows:
             state = f"skipped: {r.reason}" if r.status == "skipped" else r.command
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({row.seconds:.0f} s)", flush=True)
 
     try:
-        print(f"device check on {device}: {pending} runs, {jobs} at a time, "
+        print(f"device check on {device}: {_runs(pending)}, {jobs} at a time, "
               f"budget {args.budget:.0f} s", flush=True)
         plan.execute(rows, clone, scratch, jobs, start + args.budget - REPORT_RESERVE,
                      args.run_timeout, done)
@@ -168,3 +168,7 @@ def _summary(row: object) -> str:
         failing = f", failing {', '.join(row.failing)}" if row.failing else ""
         return f"({row.passed} passed, {row.failed} failed{failing}) "
     return f"({row.reason}) " if row.reason else ""
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
