@@ -26,7 +26,8 @@ TorchInductor's, the CUDA JIT's, Hypothesis' database, bytecode) goes to a tempo
 is removed at the end; a run that hangs is killed with its whole process group; the report is
 the only file written. The Triton kernel is part of the repository, not of the installed
 package: it is looked for under the current directory (--clone), and its row says so where it
-is not found. Exit status: 0 when every run passed (and where there is no CUDA), 1 otherwise.
+is not found. Exit status: 0 when every run passed (and where there is no CUDA), 1 otherwise,
+4 for an option it cannot read.
 """
 
 from __future__ import annotations

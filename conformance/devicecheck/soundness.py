@@ -354,7 +354,8 @@ def run(device: str, dtype: str, elements: int, seed: int = 0,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m adamw_conformance.devicecheck.soundness",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--elements", type=int, default=20_000,
