@@ -27,77 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+
+# pytest reads the hook from this module: re-exported, not called here.
+from adamw_conformance.options import DEFAULT_IMPL, pytest_addoption  # noqa: F401
+from hypothesis import settings
 
 if TYPE_CHECKING:  # the suite's modules import torch and SymPy: only when the suite runs
     from adamw_conformance.core.config import Config
     from adamw_conformance.param_groups import GroupAudit
     from adamw_conformance.spec.conventions import Convention
-
-DTYPES = ("float32", "float64", "bfloat16", "float16")
-DEFAULT_IMPL = "torch.optim.AdamW"
-_SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-             HealthCheck.function_scoped_fixture]
-# ci gates: derandomized, and no shrinking, so a red verdict comes in seconds (an mpmath-judged
-# example costs ~0.1 s and shrinking takes hundreds); dev and thorough shrink to a minimal example.
-settings.register_profile("ci", max_examples=8, derandomize=True, deadline=None,
-                          suppress_health_check=_SUPPRESS, print_blob=True,
-                          phases=[Phase.explicit, Phase.reuse, Phase.generate])
-# sweep: the ci gate's examples and phases, but drawn from --hypothesis-seed, so that a seed
-# sweep (the false-alarm sweep of `python -m adamw_conformance.tools.detection`) sees different
-# examples.
-settings.register_profile("sweep", parent=settings.get_profile("ci"), derandomize=False,
-                          database=None)
-settings.register_profile("dev", max_examples=25, deadline=None,
-                          suppress_health_check=_SUPPRESS, print_blob=True)
-settings.register_profile("thorough", max_examples=300, deadline=None,
-                          suppress_health_check=_SUPPRESS, print_blob=True)
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("conformance", "adamw-conformance")
-    group.addoption("--impl", default=None,
-                    help="implementation under test: dotted path (pkg.mod.Attr or pkg.mod:Attr, "
-                         "importable from the current directory) to an Optimizer subclass, "
-                         "functional kernel or adapter, optionally with fixed keywords "
-                         "'Path(foreach=True)'; or torch-loop, torch-foreach, torch-fused, "
-                         "torch-fused-kernel (default: torch.optim.AdamW)")
-    group.addoption("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    group.addoption("--dtype", default="float32", choices=DTYPES,
-                    help="parameter dtype (default float32)")
-    group.addoption("--compute-dtype", default=None, choices=DTYPES,
-                    help="the dtype the implementation declares it computes in "
-                         "(default: float32 for bf16/fp16 parameters, else the dtype)")
-    group.addoption("--no-root-cause", action="store_true", default=False,
-                    help="end a failing run without the root-cause summary (it runs the "
-                         "convention fingerprint, a few seconds)")
-    group.addoption("--hyper-dtype", default=None, choices=("float32", "bfloat16", "float16"),
-                    help="the dtype the implementation declares it takes its hyperparameters "
-                         "and their arithmetic in (1 - beta2, lr * weight_decay, beta^t), as a C "
-                         "float kernel does with float32 (default: exact, Python floats and "
-                         "double arithmetic; see docs/tolerance-model.md)")
-    group.addoption("--conventions", default="default",
-                    help="AdamW conventions the implementation claims, e.g. 'eps=hat' or "
-                         "'decay_coupling=independent,counter=group' (see README), or 'auto': "
-                         "the ones the fingerprint (adamw-fingerprint) finds")
-    group.addoption("--xfails", default=None,
-                    help="file of test ids or catalogue ids expected to fail, one per line, "
-                         "# comments allowed; or the key of a list that ships with the package: "
-                         "keras, torch-float64, torch-sgd")
-    group.addoption("--impl-timeout", type=float, default=60.0,
-                    help="seconds one call into the implementation may take (default 60)")
-    group.addoption("--report", default=None, metavar="NAME",
-                    help="after the run, write an audit report to REPORT_DIR/NAME/ (report.md, "
-                         "report.json, report.html, plots/)")
-    group.addoption("--report-dir", default=None,
-                    help="where --report writes (default: reports/ in the current directory)")
-    group.addoption("--rule", default="auto",
-                    help="the spec rule to judge against: auto (default: what the target is, "
-                         "e.g. torch.optim.SGD -> sgd, Adam -> adam_l2, else adamw; a subclass "
-                         "whose behaviour shows another rule is judged as that one) or a rule "
-                         "name: sgd, momentum, nesterov, adagrad, rmsprop, adam, adam_l2, adamw, "
-                         "... (see README)")
-
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 _CONFIG = pytest.StashKey["Config"]()
