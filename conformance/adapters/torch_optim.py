@@ -96,7 +96,8 @@ class TorchOptimizerAdapter:
             self.name += "(" + ", ".join(f"{k}={v!r}" for k, v in self.fixed.items()) + ")"
         module = inspect.getmodule(cls)
         root = (module.__name__.split(".")[0] if module else "") or ""
-        self.version = getattr(__import__(root), "__version__", "unknown") if root else "unknown"
+        self.version = (getattr(__import__(root), "__version__", None)
+                        or _distribution_version(root)) if root else "unknown"
         params = inspect.signature(cls.__init__).parameters
         self.accepted = set(params)
         self.takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -146,6 +147,19 @@ class TorchOptimizerAdapter:
 
     def create(self, setup: Setup) -> TorchOptimizerRun:
         return TorchOptimizerRun(self, setup)
+
+
+def _distribution_version(module: str) -> str:
+    """The installed version of the distribution that provides top-level `module`, for packages
+    that keep no __version__ (lion-pytorch, pytorch_optimizer, adam-atan2-pytorch)."""
+    from importlib import metadata
+
+    for dist in metadata.packages_distributions().get(module, []):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 def _betas_by_default_keys(opt: Any, setup: Setup) -> None:
