@@ -173,3 +173,30 @@ def test_no_float32_note_on_a_rule_that_is_not_adams() -> None:
     [no_decay] = [v for k, v in out.messages.items() if k.endswith("test_no_decay")]
     assert "the step is wrong whatever the group" in no_decay, no_decay
     assert "whose weight_decay is 0" not in no_decay, no_decay
+
+
+def test_a_control_without_an_oracle_is_no_evidence() -> None:
+    """optimi's bias.counter[past-16777216]: beta1 = 1 - 2^-26 is 1.0 in float32, and the control
+    oracle divides by 1 - 1^t = 0 (mpmath raises): the float32 note is not given."""
+    import mpmath
+    from adamw_conformance.core.judge import Mismatch
+    from adamw_conformance.core.notes import _explains, _judges
+
+    class NoOracle:
+        def __getitem__(self, index: object) -> object:
+            raise ZeroDivisionError
+
+    @dataclass
+    class _Bound:
+        value: np.ndarray
+        in_domain: np.ndarray
+
+    mm = Mismatch("theta", (3,), 1.08, mpmath.mpf("4.3e-18"), 5e-7, 32, 32, "float32")
+    finite = _Bound(np.full(8, 1e-6), np.ones(8, bool))
+    assert not _judges({"theta": NoOracle()}, {"theta": finite}, [mm])
+    assert not _judges({"theta": np.zeros(8)}, {"theta": _Bound(np.full(8, np.inf),
+                                                                np.ones(8, bool))}, [mm])
+    assert _judges({"theta": np.full(8, 1.0)}, {"theta": finite}, [mm])
+    # a control whose oracle is no closer to the result than the verdict's explains nothing
+    assert not _explains({"theta": np.zeros(8)}, [mm])
+    assert _explains({"theta": np.full(8, 1.08)}, [mm])

@@ -277,8 +277,8 @@ def _judges(exact: Any, bnd: Mapping[str, Any], missed: Sequence[Mismatch]) -> b
     for mm in missed:
         try:
             b, x = bnd[mm.output], exact[mm.output][tuple(mm.index)]
-        except (KeyError, IndexError):
-            return False
+        except (KeyError, IndexError, ZeroDivisionError):
+            return False  # (mpmath divides by the bias correction 1 - 1^t = 0)
         if not (bool(np.asarray(b.in_domain)[mm.index])
                 and np.isfinite(float(np.asarray(b.value)[mm.index]))
                 and mpmath.isfinite(mpmath.mpf(x))):
