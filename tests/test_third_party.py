@@ -200,3 +200,24 @@ def test_a_control_without_an_oracle_is_no_evidence() -> None:
     # a control whose oracle is no closer to the result than the verdict's explains nothing
     assert not _explains({"theta": np.zeros(8)}, [mm])
     assert _explains({"theta": np.full(8, 1.08)}, [mm])
+
+
+class InfiniteAttributeAdamW(torch.optim.AdamW):
+    """torch's AdamW with a number that never changes and is infinite, as torchao keeps
+    `block_size = inf` on its full-precision optimizers."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.block_size = float("inf")
+
+
+def test_an_infinite_number_is_not_a_counter() -> None:
+    """inf + 1 == inf: the probe took torchao's block_size for a step counter, and replay wrote
+    the step count into it."""
+    from adamw_conformance.core import layout
+    from adamw_conformance.core.config import Config
+    from adamw_conformance.core.targets import resolve
+
+    target = "tests.test_third_party:InfiniteAttributeAdamW"
+    cfg = Config(resolve(target), Model("adamw"), impl_text=target)
+    assert layout.of(cfg).counters == (("parameter", "step"),)
