@@ -133,6 +133,12 @@ def test_no_decay(cfg, hypers, plain, theta, g, m, v, t, seed):
         sdtype = outcome.states[i].dtype if outcome.states else None
         hint = whose_hyper(cfg, i, k, hypers, params[i], grads[i], states[i],
                            outcome.params[i], sdtype)
+        failing = sorted({_ND_GROUP_OF[j] for j, _ in outcome.mismatches})
+        if not hint and len(failing) > 1:
+            # not one group's hyperparameters: the step (exact.one_step's property) is wrong
+            hint = (f"parameters of groups {', '.join(map(str, failing))} are out of the bound, "
+                    f"each under its own hyperparameters: the step is wrong whatever the group "
+                    f"(exact.one_step judges the step)")
         if not hint and k == plain:
             hint = (f"parameter {i} is in group {k}, whose weight_decay is 0: it must get the "
                     f"plain Adam step")

@@ -159,3 +159,39 @@ class HiddenCounterAdamW(ReferenceAdamW):
 
 LAYOUTS = {c.__name__: c for c in (DebiasedAdamW, GroupStepAdamW, OptimiLikeAdamW,
                                      StepsCounterAdamW, BetaPowerAdamW, HiddenCounterAdamW)}
+
+
+class OptimiOrderAdamW(torch.optim.Optimizer):
+    """optimi.AdamW (torch-optimi 0.3.3, optimi/adam.py) op for op, with what it keeps where it
+    keeps it: the betas in each group's dict as `beta1`, `beta2` (the constructor's `betas` sets
+    only the defaults), one counter per group in `param_groups[i]["step"]` that every step()
+    advances, bias-corrected moments mixed with the debiased betas by a lerp (the order
+    spec/orders.py: `debiased_lerp`). Unlike optimi it decays by 1 - lr*wd also where that is 0.
+    Judged under --conventions=counter=global,moments=debiased."""
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2) -> None:
+        ReferenceAdamW.validate(None, lr, betas, eps, weight_decay)  # type: ignore[arg-type]
+        super().__init__(params, dict(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
+                                      weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            step = group.setdefault("step", torch.tensor(0, dtype=torch.int32))
+            step.add_(1)
+            t = int(step.item())
+            b1, b2 = debias_beta(group["beta1"], t), debias_beta(group["beta2"], t)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                state["exp_avg"].lerp_(p.grad, weight=1 - b1)
+                state["exp_avg_sq"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                p.addcdiv_(state["exp_avg"], state["exp_avg_sq"].sqrt().add_(group["eps"]),
+                           value=-group["lr"])
+        return None

@@ -4,6 +4,7 @@ The fingerprint and the suite must answer from behaviour on each, never crash
 (tests/test_fingerprint.py, tests/test_bad_targets.py, reports/unknown-optimizers.md):
 
 - `LionLike`: a correct Lion (sign of an interpolated momentum), not an Adam-family rule;
+- `Atan2Like`: Adam-atan2 (the step a * atan2(mh, b sqrt(vh)), no eps), counter `steps`;
 - `FrozenOptimizer`: an Optimizer whose step does nothing (a silent no-op must not pass);
 - `chained_adam_l2`, `masked_adamw`: optax factories built the way users build them (a chain with
   the decay before scale_by_adam is Adam+L2; a mask that decays nothing is Adam);
@@ -22,6 +23,40 @@ import torch
 from adamw_conformance.adapters.base import Setup
 
 from impl.reference.optimizer import ReferenceAdamW
+
+
+class Atan2Like(torch.optim.Optimizer):
+    """Adam-atan2 (Everett et al. 2024; adam-atan2-pytorch 0.4.1 `AdamAtan2.step`): the moments
+    are Adam's, the step is lr * a * atan2(mh, b * sqrt(vh)) with a = 1.27, b = 1, no eps, and
+    the decay 1 - lr * wd; the counter is `state['steps']`. Close to Adam where |mh| << sqrt(vh),
+    so it misses AdamW by tens to thousands of bounds, not by orders of magnitude."""
+
+    def __init__(self, params: Any, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
+                 eps: float = 0.0, weight_decay: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay,
+                                  "a": 1.27, "b": 1.0})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            (b1, b2), a, b = group["betas"], group["a"], group["b"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(steps=0, exp_avg=torch.zeros_like(p),
+                                 exp_avg_sq=torch.zeros_like(p))
+                state["steps"] += 1
+                t = state["steps"]
+                state["exp_avg"].lerp_(p.grad, 1.0 - b1)
+                state["exp_avg_sq"].lerp_(p.grad * p.grad, 1.0 - b2)
+                den = state["exp_avg_sq"].mul(b * b / (1.0 - b2**t)).sqrt_()
+                update = state["exp_avg"].mul(1.0 / (1.0 - b1**t)).atan2_(den)
+                if group["weight_decay"] > 0.0:
+                    p.mul_(1.0 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"] * a)
+        return None
 
 
 class LionLike(torch.optim.Optimizer):

@@ -9,7 +9,8 @@ spec. Trees are built with SymPy's rewriting off, so they keep the order written
   expanded, sums and products free of association, for the orders nobody traced. Both under
   every convention.
 - Traced from torch 2.13 (each docstring quotes the source it follows): `torch_loop`,
-  `torch_foreach`, `fused` (the default convention); `torch_capturable`,
+  `torch_foreach`, `fused` (the default convention, any counter); `debiased_lerp` (optimi's,
+  under moments=debiased, any counter); `torch_capturable`,
   `torch_capturable_foreach`, declared (`DECLARABLE`) by targets that take that branch; `keras`,
   declared by the Keras adapter; `expanded` (transformers' and fairseq's decay), a real order the
   general one covers, for the tightness report and tests.
@@ -302,6 +303,37 @@ def fused(amsgrad: bool = False, coupling: str = "decoupled") -> Order:
                  "fused kernel: opmath intermediates, double scalars, stores only at the end")
 
 
+def debiased_lerp(coupling: str = "decoupled") -> Order:
+    """optimi (torch-optimi 0.3.3, optimi/adam.py `adam` and `_single_param_adam`; the foreach
+    path runs the same ops) under moments=debiased: the state holds mh, vh, mixed each step with
+    the debiased betas b_hat = (b^t - b) / (b^t - 1) formed in Python doubles:
+
+        param.mul_(1 - lr * weight_decay)           # skipped where that factor is 0
+        exp_avg.lerp_(grad, weight=1 - beta1_hat)
+        exp_avg_sq.mul_(beta2_hat).addcmul_(grad, grad, value=1 - beta2_hat)
+        param.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(eps), value=-lr)
+
+    `m`, `v` are the stored mh, vh here, as in the debiased rule. Adam+L2 instead: grad.add_(
+    param, alpha=weight_decay) (`_coupled`)."""
+
+    def build() -> Update:
+        if coupling == "decoupled":
+            decayed, grad = StoreParam(theta * (1 - lr * weight_decay)), g
+        else:
+            decayed, grad = _coupled(coupling, StoreParam)
+        b1_hat = (beta1**t - beta1) / (beta1**t - 1)
+        b2_hat = (beta2**t - beta2) / (beta2**t - 1)
+        m1 = StoreState(_lerp(m, grad, 1 - b1_hat))
+        v1 = StoreState(StoreState(v * b2_hat) + (1 - b2_hat) * grad * grad)
+        denom = StoreParam(StoreParam(sp.sqrt(v1)) + StoreParam(eps))
+        new = StoreParam(decayed + (-lr) * m1 / denom)
+        return {"theta": new, "m": m1, "v": v1}
+
+    return Order("debiased_lerp", build, FLOAT64,
+                 "optimi: bias-corrected moments mixed with debiased betas (lerp, mul, addcmul), "
+                 "addcdiv by sqrt(vh) + eps; Python-float scalars")
+
+
 def _in_compute(x: sp.Expr, ulps: int = 1) -> sp.Expr:
     """x computed as a 0-dim tensor in the compute format: `ulps` roundings' budget (2 for pow
     and sqrt, which libm and SLEEF deliver faithfully, not correctly rounded)."""
@@ -468,19 +500,26 @@ def adam_orders(rule: Rule, coupling: str, convention: Convention = DEFAULT,
 
     The spec's own order and the general one (`general`) hold under every convention; torch's
     for-loop, foreach and fused orders are written for the default convention (optionally with
-    PyTorch's AMSGrad). `declared` names orders the implementation declares (`DECLARABLE`:
-    Keras', torch's capturable ones), added where they are written for `convention`. `hyper`:
-    the precision profile's hyperparameter format (`Precision.hyper`); where it is coarser than
-    double, every order's scalar arithmetic runs in it (`with_scalar`)."""
+    PyTorch's AMSGrad), optimi's `debiased_lerp` for moments=debiased, each under any counter
+    (which says which t a step takes, not how it computes). `declared` names orders the
+    implementation declares (`DECLARABLE`: Keras', torch's capturable ones), added where they
+    are written for `convention`. `hyper`: the precision profile's hyperparameter format
+    (`Precision.hyper`); where it is coarser than double, every order's scalar arithmetic runs
+    in it (`with_scalar`)."""
     orders = [straightforward(rule)]
     base = Convention(amsgrad=convention.amsgrad)
-    if base == convention and convention.amsgrad in ("none", "raw_max"):
+    # the counter says which t a parameter's step takes, not how the step is computed
+    per_step = replace(convention, counter="parameter")
+    if base == per_step and convention.amsgrad in ("none", "raw_max"):
         ams = convention.amsgrad == "raw_max"
         kernel_orders = [torch_loop(ams, coupling), torch_foreach(ams, coupling),
                          fused(ams, coupling)]
         if rule.maximized:
             kernel_orders = [_maximized(o) for o in kernel_orders]
         orders += kernel_orders
+    if per_step == Convention(moments="debiased"):
+        orders.append(_maximized(debiased_lerp(coupling)) if rule.maximized
+                      else debiased_lerp(coupling))
     orders.append(general(rule, coupling, convention))
     orders += declared_orders(rule, convention, declared, coupling, compute)
     return tuple(with_scalar(o, hyper) for o in orders)

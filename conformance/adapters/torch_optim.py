@@ -96,7 +96,8 @@ class TorchOptimizerAdapter:
             self.name += "(" + ", ".join(f"{k}={v!r}" for k, v in self.fixed.items()) + ")"
         module = inspect.getmodule(cls)
         root = (module.__name__.split(".")[0] if module else "") or ""
-        self.version = getattr(__import__(root), "__version__", "unknown") if root else "unknown"
+        self.version = (getattr(__import__(root), "__version__", None)
+                        or _distribution_version(root)) if root else "unknown"
         params = inspect.signature(cls.__init__).parameters
         self.accepted = set(params)
         self.takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -148,6 +149,36 @@ class TorchOptimizerAdapter:
         return TorchOptimizerRun(self, setup)
 
 
+def _distribution_version(module: str) -> str:
+    """The installed version of the distribution that provides top-level `module`, for packages
+    that keep no __version__ (lion-pytorch, pytorch_optimizer, adam-atan2-pytorch)."""
+    from importlib import metadata
+
+    for dist in metadata.packages_distributions().get(module, []):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def _betas_by_default_keys(opt: Any, setup: Setup) -> None:
+    """Give each group its betas under the keys the optimizer reads them from.
+
+    A group's hyperparameters are read under the keys of the optimizer's `defaults`. An
+    optimizer whose defaults keep the betas one by one (optimi: `beta1`, `beta2`) takes the
+    `betas` keyword only for those defaults, and a group's own `betas` entry is never read: each
+    group would step with group 0's betas. Its groups get theirs under its own keys."""
+    defaults = getattr(opt, "defaults", None)
+    if not isinstance(defaults, Mapping) or "betas" in defaults \
+            or not {"beta1", "beta2"} <= set(defaults):
+        return
+    for group, gs in zip(opt.param_groups, setup.groups, strict=False):
+        if "beta1" in gs.hyper and "beta2" in gs.hyper:
+            group.pop("betas", None)
+            group["beta1"], group["beta2"] = gs.hyper["beta1"], gs.hyper["beta2"]
+
+
 class TorchOptimizerRun:
     def __init__(self, adapter: TorchOptimizerAdapter, setup: Setup) -> None:
         self.adapter, self.setup = adapter, setup
@@ -164,6 +195,7 @@ class TorchOptimizerRun:
         del first["params"]
         # Group 0's hyperparameters double as constructor defaults: every group sets its own.
         self.opt = adapter.cls(groups, **{**first, **options, **adapter.fixed})
+        _betas_by_default_keys(self.opt, setup)
         # Gradient steps per parameter, for optimizers that keep no counter (torch's SGD: its
         # momentum buffer's existence is its only notion of t): the spec's t = this + 1.
         self.counts = [0] * len(self.tensors)

@@ -19,6 +19,7 @@ counter); replay encodes the spec's state into the target's form (mh = m / (1 - 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -214,8 +215,10 @@ def _scalars(cfg: Config, run: Any) -> dict[Place, float]:
 def _counters(snaps: Sequence[Mapping[Place, float]]) -> list[Place]:
     """The scalars that advanced by exactly 1 at each step (absent before: 0), the parameter's
     own first."""
+    # (finite: inf + 1 == inf, and torchao keeps block_size = inf as an attribute)
     found = [p for p, x in snaps[2].items()
-             if p in snaps[1] and snaps[1][p] == snaps[0].get(p, 0.0) + 1 and x == snaps[1][p] + 1]
+             if math.isfinite(x) and p in snaps[1] and snaps[1][p] == snaps[0].get(p, 0.0) + 1
+             and x == snaps[1][p] + 1]
     return sorted(found, key=lambda p: _SCOPES.index(p[0]) if p[0] in _SCOPES else len(_SCOPES))
 
 

@@ -13,9 +13,9 @@ the step that failed, so that a note says what the run showed, not what usually 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mpmath
 import numpy as np
@@ -252,6 +252,11 @@ def float32_hyperparameters(cfg: Config, outcome: StepOutcome,
         sdtype = now.dtype if now is not None else None
         exact, bnd = outcome.inputs.model.expect(params, grad, state, h32, t,
                                                  declared.precision(sdtype))
+        # A control that cannot judge the missed elements is no evidence: a beta that rounds
+        # to 1.0 makes the bias correction 1 - 1^t = 0, and the oracle there is no number.
+        missed = [mm for j, mm in outcome.mismatches if j == i]
+        if not _judges(exact, bnd, missed) or not _explains(exact, missed):
+            return []
         got = {"theta": outcome.params[i], **(now.as_mapping() if now is not None else {})}
         for name, value in got.items():
             fmt = cfg.dtype if name == "theta" else (sdtype or cfg.dtype)
@@ -264,3 +269,32 @@ def float32_hyperparameters(cfg: Config, outcome: StepOutcome,
             f"hyperparameters rounded to float32 ({shown}; --hyper-dtype=float32): the "
             f"implementation computes its hyperparameters in float32, as a C float kernel "
             f"does. If it is meant to, declare --hyper-dtype=float32"]
+
+
+def _judges(exact: Any, bnd: Mapping[str, Any], missed: Sequence[Mismatch]) -> bool:
+    """Whether a control oracle has a finite value and a finite bound, in its domain, at every
+    element the verdict found out of bound."""
+    for mm in missed:
+        try:
+            b, x = bnd[mm.output], exact[mm.output][tuple(mm.index)]
+        except (KeyError, IndexError, ZeroDivisionError):
+            return False  # (mpmath divides by the bias correction 1 - 1^t = 0)
+        if not (bool(np.asarray(b.in_domain)[mm.index])
+                and np.isfinite(float(np.asarray(b.value)[mm.index]))
+                and mpmath.isfinite(mpmath.mpf(x))):
+            return False
+    return True
+
+
+def _explains(exact: Any, missed: Sequence[Mismatch]) -> bool:
+    """Whether the control oracle accounts for most of each miss: the result is at least twice
+    as close to it as to the verdict's oracle. (A control's own bound can be wide enough to take
+    in any step: float32 scalars at t near 2^24 make beta^t uncertain by t ulps. Within that
+    bound alone is no evidence that the rounded hyperparameters are the cause.)"""
+    for mm in missed:
+        if not np.isfinite(mm.got):
+            return False
+        got = mpmath.mpf(mm.got)
+        if 2 * abs(got - mpmath.mpf(exact[mm.output][tuple(mm.index)])) > abs(got - mm.exact):
+            return False
+    return True

@@ -195,8 +195,22 @@ def fingerprint_lines(fp: Any, rule: str, conventions: str,
                 f"if {shown} is intended, judge it as {shown}: {command(shown, found.label())}"]
     judged = Convention.parse(conventions)
     # AMSGrad's flavour is found but never declared (the suite enables it in one variant only)
+    # A property the fingerprint could not determine keeps the default in its Convention: that
+    # default is no finding, and is not offered as a cause.
+    answers = getattr(fp, "answers", None) or {}
+    unknown = {k for k, a in answers.items() if k in CHOICES and k != "amsgrad"
+               and getattr(a, "value", None) not in CHOICES[k]}
+    # Bias-corrected moments under per-parameter counters are a representation the run's layout
+    # decodes (docs/conventions.md): they change no parameter, so they explain no failure.
+    # (Nor where the counter is unknown: whether they are a representation depends on it.)
+    representation = found.counter == judged.counter == "parameter" or "counter" in unknown
     differ = [(k, getattr(found, k), getattr(judged, k)) for k in CHOICES
-              if k != "amsgrad" and getattr(found, k) != getattr(judged, k)]
+              if k != "amsgrad" and k not in unknown and getattr(found, k) != getattr(judged, k)
+              and not (k == "moments" and representation)]
+    if not differ and unknown:
+        return [f"the fingerprint names no convention that explains the failures (it found no "
+                f"named value for {', '.join(sorted(unknown))}): read the first failure above "
+                f"(fingerprint: {verdict.text})"]
     if not differ:
         return [f"the fingerprint finds what the run judged (rule {rule}, conventions "
                 f"{conventions}), so it names no convention that explains the failures: read "

@@ -180,6 +180,10 @@ def readme(audits: tuple[Audit, ...], out: Path, not_run: dict[str, str], profil
         "implementations use, per regime) is written by "
         "`python -m adamw_conformance.tools.tightness`.",
         "",
+        "`third-party.md` (the suite on nine third-party libraries' optimizers, before and after "
+        "issue 13's work, each failure's reason checked against the library's source) is written "
+        "by hand from `--report` runs; its commands are at its top.",
+        "",
         "`unknown-optimizers.md` (the fingerprint and the suite on some fifty optimizers the "
         "project names nowhere, and on garbage targets: exit codes, verdicts, first failures, "
         "crashes) is written by `python -m adamw_conformance.tools.survey`.",
