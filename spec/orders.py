@@ -29,7 +29,12 @@ import sympy as sp
 from adamw_conformance.spec.conventions import DEFAULT, Convention
 from adamw_conformance.spec.formats import FLOAT32, FLOAT64, Format
 from adamw_conformance.spec.markers import Opmath, StoreParam, StoreState
-from adamw_conformance.spec.orders_general import adamw_expanded, general_build
+from adamw_conformance.spec.orders_general import (
+    EAGER_STORES,
+    EXPANDED_DECAY,
+    adamw_expanded,
+    general_build,
+)
 from adamw_conformance.spec.rule import Rule, Update
 from adamw_conformance.spec.symbols import (
     beta1,
@@ -403,10 +408,14 @@ def declared_orders(rule: Rule, convention: Convention, names: tuple[str, ...],
     return tuple(out)
 
 
-def general(rule: Rule, coupling: str, convention: Convention = DEFAULT) -> Order:
+def general(rule: Rule, coupling: str, convention: Convention = DEFAULT,
+            factored: bool = False) -> Order:
     """The general order (`spec.orders_general`) of `rule` under `convention`: the decay
     expanded where it is decoupled (AdamW), every sum and product free of association, every
-    tensor operation stored. In the bound of every Adam-family rule, under every convention."""
+    tensor operation stored. In the bound of every Adam-family rule, under every convention.
+    `factored` (behaviour ruled out EXPANDED_DECAY): the decay as the rule factors it."""
+    if coupling == "decoupled" and factored:
+        return Order("general_factored", general_build(rule.build), FLOAT64, _FACTORED)
     if coupling == "decoupled":
         order = Order("general", general_build(adamw_expanded(convention)), FLOAT64,
                       _GENERAL)
@@ -416,6 +425,7 @@ def general(rule: Rule, coupling: str, convention: Convention = DEFAULT) -> Orde
 
 _GENERAL = ("any reasonable order: decay expanded (theta - rate theta), n-ary sums and flat "
             "products in any association, every tensor op and its scalars stored")
+_FACTORED = "the general order with the decay factored, theta (1 - rate)"
 
 
 def expanded(amsgrad: bool = False) -> Order:
@@ -460,7 +470,8 @@ def with_scalar(order: Order, fmt: Format | None) -> Order:
 @cache
 def adam_orders(rule: Rule, coupling: str, convention: Convention = DEFAULT,
                 compute: Format = FLOAT32, hyper: Format | None = None,
-                declared: tuple[str, ...] = ()) -> tuple[Order, ...]:
+                declared: tuple[str, ...] = (),
+                ruled_out: frozenset[str] = frozenset()) -> tuple[Order, ...]:
     """The orders a bound for `rule` (the Adam family) takes the maximum over, for `compute`
     precision: `coupling` "decoupled" (AdamW), "l2" (Adam+L2, torch.optim.Adam with
     weight_decay), "none" (Adam). PyTorch's Adam and AdamW share one implementation, so the
@@ -471,26 +482,29 @@ def adam_orders(rule: Rule, coupling: str, convention: Convention = DEFAULT,
     PyTorch's AMSGrad). `declared` names orders the implementation declares (`DECLARABLE`:
     Keras', torch's capturable ones), added where they are written for `convention`. `hyper`:
     the precision profile's hyperparameter format (`Precision.hyper`); where it is coarser than
-    double, every order's scalar arithmetic runs in it (`with_scalar`)."""
+    double, every order's scalar arithmetic runs in it (`with_scalar`). `ruled_out`: what
+    behaviour ruled out (`orders_general.RULED_OUT`); a declared order is kept whatever it does."""
     orders = [straightforward(rule)]
     base = Convention(amsgrad=convention.amsgrad)
     if base == convention and convention.amsgrad in ("none", "raw_max"):
         ams = convention.amsgrad == "raw_max"
-        kernel_orders = [torch_loop(ams, coupling), torch_foreach(ams, coupling),
-                         fused(ams, coupling)]
+        kernel_orders = [fused(ams, coupling)]
+        if EAGER_STORES not in ruled_out:
+            kernel_orders[:0] = [torch_loop(ams, coupling), torch_foreach(ams, coupling)]
         if rule.maximized:
             kernel_orders = [_maximized(o) for o in kernel_orders]
         orders += kernel_orders
-    orders.append(general(rule, coupling, convention))
+    orders.append(general(rule, coupling, convention, EXPANDED_DECAY in ruled_out))
     orders += declared_orders(rule, convention, declared, coupling, compute)
     return tuple(with_scalar(o, hyper) for o in orders)
 
 
 def adamw_orders(rule: Rule, convention: Convention = DEFAULT,
                  compute: Format = FLOAT32, declared: tuple[str, ...] = (),
-                 hyper: Format | None = None) -> tuple[Order, ...]:
+                 hyper: Format | None = None,
+                 ruled_out: frozenset[str] = frozenset()) -> tuple[Order, ...]:
     """`adam_orders` of an AdamW (coupling "decoupled")."""
-    return adam_orders(rule, "decoupled", convention, compute, hyper, declared)
+    return adam_orders(rule, "decoupled", convention, compute, hyper, declared, ruled_out)
 
 
 def _maximized(order: Order) -> Order:

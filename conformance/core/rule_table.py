@@ -112,13 +112,13 @@ class RuleInfo:
 
 def _adamw(model: Model, prec: Precision) -> tuple[Order, ...]:
     return adamw_orders(model.rule, model.convention, prec.compute, model.declared_orders,
-                        prec.hyper)
+                        prec.hyper, model.ruled_out)
 
 
 def _adam(coupling: str) -> Orders:
     def orders(model: Model, prec: Precision) -> tuple[Order, ...]:
         return adam_orders(model.rule, coupling, model.convention, prec.compute, prec.hyper,
-                           model.declared_orders)
+                           model.declared_orders, model.ruled_out)
     return orders
 
 
