@@ -45,7 +45,7 @@ from adamw_conformance.spec.symbols import initial_lr, lr, weight_decay
 #: default), wd chosen to make it. lr * wd near 1 split three ways, none of the values exact in
 #: binary: an implementation that forms 1 - lr * wd in float32 is off by far more than the
 #: factored bound allows, and is not taken for a factored one.
-DECAY_POINTS = ((0.9999989, 1.1e-6), (0.5000001, 2.9e-6), (0.0031, 1.7e-4))
+DECAY_POINTS = ((0.9999997, 1.3e-7), (0.5000001, 2.9e-6), (0.0031, 1.7e-4))
 #: The stores probe's hyperparameters (two steps of one constant gradient, the second one
 #: cancelling theta to 2^-7..2^-4 of the update): eps near |g| (its rounding to bf16 shows),
 #: beta2 whose bf16 value is not itself, and a decay, so that every scalar and intermediate
