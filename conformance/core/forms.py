@@ -66,6 +66,8 @@ class Finding:
     rules_out: str | None
     label: str
     text: str
+    #: a call into the target did not return: the probes after it are not run
+    hung: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,11 +131,17 @@ def probe(cfg: Config) -> Forms:
     """Run the probes that apply to `cfg`'s target, each under what the earlier ones found."""
     findings: list[Finding] = []
     ruled: frozenset[str] = frozenset()
+    warm = calls.warm_up(cfg)
+    if warm is not None and warm.error is not None:  # raised or hung: nothing to learn here
+        return Forms((Finding(None, "every order", "the target's first creation and step did "
+                                                   "not complete"),))
     for run in (_decay, _stores):
         found = run(cfg, ruled)
         if found is not None:
             findings.append(found)
             ruled |= {found.rules_out} if found.rules_out else set()
+            if found.hung:
+                break
     return Forms(tuple(findings))
 
 
@@ -216,7 +224,8 @@ def _decay(cfg: Config, ruled: frozenset[str]) -> Finding | None:
                                f"lr*wd = 1 - {point.gap:.2g} outside the factored forms' bound")
     except calls.ImplementationError as e:
         return Finding(None, "expanded decay kept",
-                       f"the probe did not complete: {_first_line(e)}")
+                       f"the probe did not complete: {_first_line(e)}",
+                       isinstance(e, calls.TimedOut))
     n = sum(point.theta.size for point in points)
     return Finding(EXPANDED_DECAY, "decay factored",
                    f"{n} elements of decay-only steps at lr*wd near 1 within the factored forms' "
@@ -321,7 +330,8 @@ def _stores(cfg: Config, ruled: frozenset[str]) -> Finding | None:
             before, start, t = after, state.as_mapping(), state.step + 1
     except calls.ImplementationError as e:
         return Finding(None, "intermediate stores kept",
-                       f"the probe did not complete: {_first_line(e)}")
+                       f"the probe did not complete: {_first_line(e)}",
+                       isinstance(e, calls.TimedOut))
     return Finding(EAGER_STORES, f"no intermediate stored in {cfg.dtype}",
                    f"two steps whose second cancels theta within the bound of compute in "
                    f"{prec.compute} between stores, {apart:.3g}x tighter than op-by-op stores' "
