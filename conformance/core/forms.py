@@ -123,8 +123,11 @@ def settle(cfg: Config, enabled: bool = True) -> Forms:
 
 def describe(cfg: Config, evidence: bool = False) -> str:
     """The orders `cfg` is judged by and why (after `settle`; before it, every order)."""
-    forms = getattr(cfg, "_forms", None) or Forms(off=True)
-    return forms.describe([o.name for o in cfg.model.orders(cfg.precision())], evidence)
+    names = [o.name for o in cfg.model.orders(cfg.precision())]
+    forms = getattr(cfg, "_forms", None)
+    if forms is None:
+        return f"{', '.join(names)} (every order: not probed)"
+    return forms.describe(names, evidence)
 
 
 def probe(cfg: Config) -> Forms:
