@@ -51,6 +51,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "and their arithmetic in (1 - beta2, lr * weight_decay, beta^t), as a C "
                          "float kernel does with float32 (default: exact, Python floats and "
                          "double arithmetic; see docs/tolerance-model.md)")
+    group.addoption("--orders", default="auto", choices=("auto", "all"),
+                    help="the evaluation orders the bound takes the maximum over: auto (default: "
+                         "those the target's behaviour does not rule out, probed once per run; "
+                         "the header says which) or all (every order, whatever the target does; "
+                         "see docs/tolerance-model.md)")
     group.addoption("--conventions", default="default",
                     help="AdamW conventions the implementation claims, e.g. 'eps=hat' or "
                          "'decay_coupling=independent,counter=group' (see README), or 'auto': "

@@ -221,7 +221,7 @@ class SessionPlugin:
             impl=config.getoption("--impl") or DEFAULT_IMPL,
             dtype=config.getoption("--dtype"), device=config.getoption("--device"),
             compute_dtype=config.getoption("--compute-dtype"),
-            hyper_dtype=config.getoption("--hyper-dtype"),
+            hyper_dtype=config.getoption("--hyper-dtype"), orders=config.getoption("--orders"),
             xfails=config.getoption("--xfails"), profile=profile, seed=seed,
             timeout=config.getoption("--impl-timeout"))
         self.xfails: list[str] = []
@@ -364,6 +364,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         + (f" (auto; {s.conventions_auto})" if s.conventions_auto is not None else ""),
     ]
     lines.append(f"conformance: state={_state_line(cfg)}")
+    lines.append(f"conformance: orders={_orders_line(config, cfg)}")
     lines += [f"conformance: {line}" for line in config.stash[_SESSION].judged_under()]
     ignored = config.stash[_SESSION].ignored_seed
     lines.append(f"conformance: hypothesis profile={s.profile} seed={s.seed_text()}"
@@ -380,6 +381,19 @@ def _state_line(cfg: Config) -> str:
         return replay.describe(cfg)
     except Exception as e:  # noqa: BLE001 - a target's failure is the tests' to report
         return f"not determined ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+
+
+def _orders_line(config: pytest.Config, cfg: Config) -> str:
+    """The orders the run judges by, narrowed from behaviour (core/forms.py) before any test."""
+    from adamw_conformance.core import forms
+
+    try:
+        forms.settle(cfg, config.getoption("--orders") == "auto")
+    except Exception as e:  # noqa: BLE001 - a target's failure is the tests' to report
+        forms.settle(cfg, False)
+        return (f"every order (the probe raised {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''})")
+    return forms.describe(cfg)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -420,11 +434,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
-    """Find the target's state layout (core/layout.py) before the first test: its probe's
+    """Find the target's state layout (core/layout.py) and the orders its behaviour leaves
+    (core/forms.py) before the first test: every test judges by those orders, and the probes'
     one-time costs would otherwise fall inside a test's first example, and Hypothesis' choice
     of the next examples depends on how long that took."""
     if active(session.config) and session.items and not session.config.option.collectonly:
         _state_line(_config(session.config))
+        _orders_line(session.config, _config(session.config))
 
 
 @pytest.fixture(scope="session")

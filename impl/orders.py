@@ -8,6 +8,9 @@ general order (spec/orders_general.py) and the hyperparameter precision profile 
 - `ExpandedDecayAdamW`: the default convention with the expanded decay first and the first
   moment mixed with mul_ and add_, as fairseq's Adam writes them (spec/orders.py: expanded).
   Correct under the default conventions.
+- `SwitchingDecayAdamW`: torch's loop with the decay factored where lr * wd > 0.999 and
+  expanded elsewhere: it fools the orders probe (conformance/core/forms.py); correct with
+  `--orders=all`.
 - `Float32HyperAdamW`: DeepSpeed's CPU Adam scalar loop (csrc/adam/cpu_adam_impl.cpp
   `Adam_Optimizer::Step_1`, AdamW mode), every hyperparameter and every scalar a C `float`:
   1 - beta2 is formed from float32(beta2), so v at t = 1 is ~100 ulps off where beta2 is near 1.
@@ -95,6 +98,30 @@ class ExpandedDecayAdamW(_Base):
         if group["weight_decay"] != 0:
             p.add_(p, alpha=-group["lr"] * group["weight_decay"])
         state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (state["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
+        p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1**t))
+
+
+class SwitchingDecayAdamW(_Base):
+    """torch's for-loop step, except that the decay is factored, `p.mul_(1 - lr * wd)`, only
+    where lr * wd > 0.999, and expanded, `p.add_(p, alpha=-lr * wd)`, elsewhere: each step is
+    a correct AdamW step in a legitimate order, but the order depends on the hyperparameters.
+    The orders probe (conformance/core/forms.py) sees the factored form at lr * wd near 1 and
+    rules the expanded one out, so steps at lr * wd ~ 0.9 are judged by a bound that does not
+    allow it: the documented limit of judging orders from behaviour. Correct under the default
+    conventions with `--orders=all`."""
+
+    conformance_rule = "adamw"
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> None:
+        beta1, beta2 = group["betas"]
+        t, rate = state["step"], group["lr"] * group["weight_decay"]
+        if rate > 0.999:
+            p.mul_(1 - rate)
+        else:
+            p.add_(p, alpha=-rate)
+        state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = (state["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
         p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1**t))

@@ -30,7 +30,10 @@ import sympy as sp
 from adamw_conformance.spec.conventions import DEFAULT, Convention
 from adamw_conformance.spec.formats import FLOAT32, FLOAT64, Format
 from adamw_conformance.spec.markers import Opmath, StoreParam, StoreState
-from adamw_conformance.spec.orders_general import adamw_expanded, general_build
+from adamw_conformance.spec.orders_general import (
+    adamw_expanded,
+    general_build,
+)
 from adamw_conformance.spec.rule import Rule, Update
 from adamw_conformance.spec.symbols import (
     beta1,
@@ -435,10 +438,14 @@ def declared_orders(rule: Rule, convention: Convention, names: tuple[str, ...],
     return tuple(out)
 
 
-def general(rule: Rule, coupling: str, convention: Convention = DEFAULT) -> Order:
+def general(rule: Rule, coupling: str, convention: Convention = DEFAULT,
+            factored: bool = False) -> Order:
     """The general order (`spec.orders_general`) of `rule` under `convention`: the decay
     expanded where it is decoupled (AdamW), every sum and product free of association, every
-    tensor operation stored. In the bound of every Adam-family rule, under every convention."""
+    tensor operation stored. In the bound of every Adam-family rule, under every convention.
+    `factored` (behaviour ruled out EXPANDED_DECAY): the decay as the rule factors it."""
+    if coupling == "decoupled" and factored:
+        return Order("general_factored", general_build(rule.build), FLOAT64, _FACTORED)
     if coupling == "decoupled":
         order = Order("general", general_build(adamw_expanded(convention)), FLOAT64,
                       _GENERAL)
@@ -448,6 +455,7 @@ def general(rule: Rule, coupling: str, convention: Convention = DEFAULT) -> Orde
 
 _GENERAL = ("any reasonable order: decay expanded (theta - rate theta), n-ary sums and flat "
             "products in any association, every tensor op and its scalars stored")
+_FACTORED = "the general order with the decay factored, theta (1 - rate)"
 
 
 def expanded(amsgrad: bool = False) -> Order:
@@ -479,57 +487,6 @@ def expanded(amsgrad: bool = False) -> Order:
 
     return Order("expanded", build, FLOAT64,
                  "eager, p.add_(p, alpha=-lr*wd) and exp_avg.mul_(b1).add_(g, alpha=1-b1)")
-
-
-def with_scalar(order: Order, fmt: Format | None) -> Order:
-    """`order` with its hyperparameter-only arithmetic in `fmt` where that is coarser (a C
-    `float` kernel: every hyperparameter and 1 - beta, lr * wd, beta^t in float32)."""
-    if fmt is None or fmt.precision >= order.scalar.precision:
-        return order
-    return Order(order.name, order.build, fmt, f"{order.description}; scalars in {fmt}")
-
-
-@cache
-def adam_orders(rule: Rule, coupling: str, convention: Convention = DEFAULT,
-                compute: Format = FLOAT32, hyper: Format | None = None,
-                declared: tuple[str, ...] = ()) -> tuple[Order, ...]:
-    """The orders a bound for `rule` (the Adam family) takes the maximum over, for `compute`
-    precision: `coupling` "decoupled" (AdamW), "l2" (Adam+L2, torch.optim.Adam with
-    weight_decay), "none" (Adam). PyTorch's Adam and AdamW share one implementation, so the
-    traced orders differ only where the decay enters.
-
-    The spec's own order and the general one (`general`) hold under every convention; torch's
-    for-loop, foreach and fused orders are written for the default convention (optionally with
-    PyTorch's AMSGrad), optimi's `debiased_lerp` for moments=debiased, each under any counter
-    (which says which t a step takes, not how it computes). `declared` names orders the
-    implementation declares (`DECLARABLE`: Keras', torch's capturable ones), added where they
-    are written for `convention`. `hyper`: the precision profile's hyperparameter format
-    (`Precision.hyper`); where it is coarser than double, every order's scalar arithmetic runs
-    in it (`with_scalar`)."""
-    orders = [straightforward(rule)]
-    base = Convention(amsgrad=convention.amsgrad)
-    # the counter says which t a parameter's step takes, not how the step is computed
-    per_step = replace(convention, counter="parameter")
-    if base == per_step and convention.amsgrad in ("none", "raw_max"):
-        ams = convention.amsgrad == "raw_max"
-        kernel_orders = [torch_loop(ams, coupling), torch_foreach(ams, coupling),
-                         fused(ams, coupling)]
-        if rule.maximized:
-            kernel_orders = [_maximized(o) for o in kernel_orders]
-        orders += kernel_orders
-    if per_step == Convention(moments="debiased"):
-        orders.append(_maximized(debiased_lerp(coupling)) if rule.maximized
-                      else debiased_lerp(coupling))
-    orders.append(general(rule, coupling, convention))
-    orders += declared_orders(rule, convention, declared, coupling, compute)
-    return tuple(with_scalar(o, hyper) for o in orders)
-
-
-def adamw_orders(rule: Rule, convention: Convention = DEFAULT,
-                 compute: Format = FLOAT32, declared: tuple[str, ...] = (),
-                 hyper: Format | None = None) -> tuple[Order, ...]:
-    """`adam_orders` of an AdamW (coupling "decoupled")."""
-    return adam_orders(rule, "decoupled", convention, compute, hyper, declared)
 
 
 def _maximized(order: Order) -> Order:

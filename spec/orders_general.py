@@ -43,7 +43,16 @@ from adamw_conformance.spec.rule import Update
 from adamw_conformance.spec.rules.adam import _debiased, _decay_rate, _direction, _moments
 from adamw_conformance.spec.symbols import g, lr, theta
 
-__all__ = ["adamw_expanded", "flatten", "general_build"]
+__all__ = ["EAGER_STORES", "EXPANDED_DECAY", "RULED_OUT", "adamw_expanded", "flatten",
+           "general_build"]
+
+#: What a target's behaviour can rule out of its bound (conformance/core/forms.py probes it,
+#: once per run; `spec.orders_in_play.adam_orders(ruled_out=...)`): the expanded decay `theta - (lr wd)
+#: theta` (the general order then keeps the rule's factored decay), and intermediates stored to
+#: the parameter's dtype op by op (torch's for-loop and foreach orders, which in bf16 also round
+#: some scalars to it).
+EXPANDED_DECAY, EAGER_STORES = "expanded_decay", "eager_stores"
+RULED_OUT = (EXPANDED_DECAY, EAGER_STORES)
 
 
 def flatten(x: sp.Basic) -> sp.Basic:

@@ -18,7 +18,7 @@ from adamw_conformance.spec import registry
 from adamw_conformance.spec.bounds import Bound, Precision, environment, max_over_orders
 from adamw_conformance.spec.conventions import DEFAULT, Convention
 from adamw_conformance.spec.oracle import Oracle, StepResult
-from adamw_conformance.spec.orders import adamw_orders
+from adamw_conformance.spec.orders_in_play import adamw_orders
 from adamw_conformance.spec.rounding import as_float64
 from adamw_conformance.spec.rule import Rule
 
@@ -119,14 +119,16 @@ def exact(case: Case) -> StepResult:
 
 
 def bounds(case: Case, prec: Precision, only: Iterable[str] | None = None,
-           exclude: Iterable[str] = ()) -> dict[str, Bound]:
-    """The bound over the traced evaluation orders: all of them, or those named in `only`, but
-    not those named in `exclude`."""
+           exclude: Iterable[str] = (), ruled_out: frozenset[str] = frozenset()
+           ) -> dict[str, Bound]:
+    """The bound over the traced evaluation orders: all of them (but those behaviour ruled out,
+    `ruled_out`: conformance/core/forms.py), or those named in `only`, but not those named in
+    `exclude`."""
     rule = case.rule
     env = environment(rule.inputs, case.theta, case.g, case.state, case.hyper, case.t)
     convention = Convention(amsgrad="raw_max") if case.amsgrad else DEFAULT
     names = set(only) if only is not None else None
-    orders = [o for o in adamw_orders(rule, convention, prec.compute)
+    orders = [o for o in adamw_orders(rule, convention, prec.compute, ruled_out=ruled_out)
               if (names is None or o.name in names) and o.name not in exclude]
     assert orders, f"no order left of {only} without {exclude}"
     return max_over_orders(orders, env, prec)

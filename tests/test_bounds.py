@@ -5,7 +5,9 @@
   within the bound of the exact (mpmath) result, over inputs spanning many orders of magnitude and
   several hyperparameter sets. The error is computed exactly; the bound is the only tolerance.
   Each path is checked against the bound of its own traced order (a sharper claim: the order
-  models that path) and against the maximum over all orders (what the conformance suite uses).
+  models that path), against the maximum over all orders (what `--orders=all` uses), and in
+  the seed sweep against the orders its probe leaves (conformance/core/forms.py: what a
+  default run of it judges by).
 - Tightness: on float32 the largest observed error/bound is not far below 1 (the bound is not a
   blanket).
 - Power: each seeded formula mutant (impl.mutants.formula) exceeds the bound on a concrete share
@@ -135,12 +137,34 @@ def _assert_within(case: Case, got: Arrays, result: StepResult, bound: dict[str,
                     + describe(case, got, result, bound, k, i) for k, i in bad.items()))
 
 
-def check_paths(case: Case) -> tuple[dict[str, dict[str, Check]], dict[str, dict[str, Check]]]:
-    """Every implementation on `case`, against its own order and all orders; raises on any
-    element beyond either bound."""
+#: How the orders probe (conformance/core/forms.py) reaches each implementation.
+PROBED = {"torch-loop": "torch-loop", "torch-foreach": "torch-foreach",
+          "torch-fused": "torch-fused", "reference": "impl.reference.adamw_kernel:adamw"}
+
+
+@cache
+def probed(dtype: torch.dtype) -> dict[str, frozenset[str]]:
+    """What the orders probe rules out on each implementation in `dtype`: a default run of it
+    judges by the orders left."""
+    from adamw_conformance.core import forms
+    from adamw_conformance.core.config import Config
+    from adamw_conformance.core.targets import resolve
+
+    name = str(dtype).removeprefix("torch.")
+    return {impl: forms.probe(Config(resolve(target), dtype=name)).ruled_out
+            for impl, target in PROBED.items()}
+
+
+def check_paths(case: Case, after_probe: bool = False
+                ) -> tuple[dict[str, dict[str, Check]], dict[str, dict[str, Check]]]:
+    """Every implementation on `case`, against its own order and all orders (`after_probe`:
+    and the orders its probe leaves, what a default run of it judges by); raises on any element
+    beyond any of them."""
     prec = precision(case.dtype)
     result, any_bound = exact(case), bounds(case, prec)
     own_bounds = {o: bounds(case, prec, only=[o]) for o in set(OWN_ORDER.values())}
+    left = probed(case.dtype) if after_probe else {}
+    after_bounds = {r: bounds(case, prec, ruled_out=r) for r in set(left.values()) if r}
     own, any_ = {}, {}
     for name, run in IMPLEMENTATIONS.items():
         got = run(case)
@@ -149,6 +173,10 @@ def check_paths(case: Case) -> tuple[dict[str, dict[str, Check]], dict[str, dict
         _assert_within(case, got, result, own_bound, own[name], f"{name} (own order)")
         any_[name] = check_all(got, result, any_bound)
         _assert_within(case, got, result, any_bound, any_[name], f"{name} (all orders)")
+        if left.get(name):
+            after = after_bounds[left[name]]
+            _assert_within(case, got, result, after, check_all(got, result, after),
+                           f"{name} (orders after the probe: {sorted(left[name])} ruled out)")
     return own, any_
 
 
@@ -192,10 +220,12 @@ def test_sound(dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_sound_more_seeds(dtype: torch.dtype, seed: int) -> None:
-    """The soundness sweep again, 8x the elements per seed (about 100,000 per dtype and seed)."""
+    """The soundness sweep again, 8x the elements per seed (about 100,000 per dtype and seed),
+    also against the orders each implementation's probe leaves (core/forms.py)."""
     rng = np.random.default_rng([seed, DTYPES.index(dtype)])
     for hyper, t in HYPERS:
-        check_paths(make_case(wide_inputs(rng, 8 * PER_HYPER, hyper, t), dtype, hyper, t))
+        check_paths(make_case(wide_inputs(rng, 8 * PER_HYPER, hyper, t), dtype, hyper, t),
+                    after_probe=True)
 
 
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)

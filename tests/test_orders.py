@@ -30,12 +30,8 @@ from adamw_conformance.spec.bounds import Precision, bound, environment, max_ove
 from adamw_conformance.spec.conventions import CHOICES, DEFAULT, Convention
 from adamw_conformance.spec.formats import FLOAT32
 from adamw_conformance.spec.markers import StoreParam, StoreState, strip
-from adamw_conformance.spec.orders import (
-    adam_orders,
-    adamw_orders,
-    expanded,
-    general,
-)
+from adamw_conformance.spec.orders import expanded, general
+from adamw_conformance.spec.orders_in_play import adam_orders, adamw_orders
 from adamw_conformance.tools import tightness
 
 from impl.orders import ExpandedDecayAdamW, Float32HyperAdamW, TransformersAdamW
@@ -61,10 +57,11 @@ def _conventions(full: bool) -> list[Convention]:
             Convention(eps="root", decay_target="updated", amsgrad="raw_max")]
 
 
-def _assert_general_equals_the_rule(name: str, convention: Convention, maximized: bool) -> None:
+def _assert_general_equals_the_rule(name: str, convention: Convention, maximized: bool,
+                                    factored: bool = False) -> None:
     rule = registry.get(name, convention, maximized=maximized)
     coupling = {"adamw": "decoupled", "adam_l2": "l2", "adam": "none"}[name]
-    order = general(rule, coupling, convention)
+    order = general(rule, coupling, convention, factored)
     pts = _order_points(30)
     assert set(order.tree) == set(rule.update)
     for out, tree in order.tree.items():
@@ -76,6 +73,8 @@ def _assert_general_equals_the_rule(name: str, convention: Convention, maximized
 @pytest.mark.parametrize("convention", _conventions(False), ids=lambda c: c.label())
 def test_general_order_equals_the_rule(convention: Convention) -> None:
     _assert_general_equals_the_rule("adamw", convention, maximized=False)
+    # the general order with the decay factored (where behaviour ruled the expanded one out)
+    _assert_general_equals_the_rule("adamw", convention, maximized=False, factored=True)
 
 
 @pytest.mark.parametrize("name", ["adam", "adam_l2"])
@@ -90,6 +89,7 @@ def test_general_order_equals_the_rule_everywhere(convention: Convention,
                                                   maximized: bool) -> None:
     for name in ("adamw", "adam", "adam_l2"):
         _assert_general_equals_the_rule(name, convention, maximized)
+    _assert_general_equals_the_rule("adamw", convention, maximized, factored=True)
 
 
 def test_general_order_is_in_every_bound() -> None:

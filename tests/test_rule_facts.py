@@ -15,7 +15,7 @@ from adamw_conformance.spec.bounds import Precision
 from adamw_conformance.spec.conventions import DEFAULT, Convention
 from adamw_conformance.spec.formats import FLOAT32
 from adamw_conformance.spec.markers import StoreParam, StoreState, strip
-from adamw_conformance.spec.orders import adam_orders
+from adamw_conformance.spec.orders_in_play import adam_orders
 
 from tests.test_facts import _order_points, branches, differs_at, equal_at, points
 

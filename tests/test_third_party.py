@@ -28,7 +28,8 @@ from adamw_conformance.spec import registry
 from adamw_conformance.spec.bounds import Precision, environment, max_over_orders
 from adamw_conformance.spec.conventions import Convention
 from adamw_conformance.spec.markers import strip
-from adamw_conformance.spec.orders import adamw_orders, debiased_lerp
+from adamw_conformance.spec.orders import debiased_lerp
+from adamw_conformance.spec.orders_in_play import adamw_orders
 from adamw_conformance.tools.fingerprint.answers import Answer
 
 from impl.layouts import OptimiOrderAdamW

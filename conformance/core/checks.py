@@ -45,11 +45,20 @@ def failure(prop: str, cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[
         lines.append(f"  parameter {i}: {mm.describe()}")
         lines.append(f"    hyperparameters: {format_hyper(hypers[i])}")
     lines.append(f"  judged against: rule {cfg.model.rule.name}; precision "
-                 f"{cfg.precision().label()}")
+                 f"{cfg.precision().label()}" + _narrowed(cfg))
     lines += [f"  note: {n}" for n in notes.of(cfg, outcome, hypers)]
     if repro:
         lines.append("  reproduce:\n" + "\n".join("    " + r for r in repro.splitlines()))
     return "\n".join(lines)
+
+
+def _narrowed(cfg: Config) -> str:
+    """Where the target's behaviour narrowed the orders (core/forms.py), which are left."""
+    if not cfg.model.ruled_out:
+        return ""
+    names = ", ".join(o.name for o in cfg.model.orders(cfg.precision()))
+    return (f"; orders {names} (the others ruled out by the target's behaviour; "
+            "--orders=all judges by every order)")
 
 
 def reproduction(cfg: Config, prop: str) -> str:

@@ -30,6 +30,7 @@ from adamw_conformance.spec.formats import format_of
 from adamw_conformance.spec.lazy_oracle import ExactOutput, lazy_step
 from adamw_conformance.spec.oracle import Oracle, StepResult
 from adamw_conformance.spec.orders import DECLARABLE, Order, straightforward
+from adamw_conformance.spec.orders_general import RULED_OUT
 from adamw_conformance.spec.rounding import round_to, ulp_distance
 from adamw_conformance.spec.rule import Rule
 
@@ -45,12 +46,18 @@ class Model:
     #: Evaluation orders the implementation declares (`spec.orders.DECLARABLE`, an adapter's
     #: `orders` attribute): judged in them too where they are written for the convention.
     declared_orders: tuple[str, ...] = ()
+    #: What the target's behaviour ruled out of the bound (`spec.orders_general.RULED_OUT`),
+    #: found once per run by core/forms.py; empty: every order in play.
+    ruled_out: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.declared_orders if n not in DECLARABLE]
         if unknown:
             raise ValueError(f"unknown evaluation order(s) {unknown}: declarable orders are "
                              f"{', '.join(DECLARABLE)} (spec/orders.py: DECLARABLE)")
+        if not self.ruled_out <= set(RULED_OUT):
+            raise ValueError(f"cannot rule out {sorted(self.ruled_out - set(RULED_OUT))}: "
+                             f"known are {', '.join(RULED_OUT)}")
 
     @cached_property
     def rule(self) -> Rule:

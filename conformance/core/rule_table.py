@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from adamw_conformance.spec import orders_other as other
 from adamw_conformance.spec import registry
 from adamw_conformance.spec.conventions import DEFAULT, Convention
-from adamw_conformance.spec.orders import Order, adam_orders, adamw_orders, with_scalar
+from adamw_conformance.spec.orders import Order
+from adamw_conformance.spec.orders_in_play import adam_orders, adamw_orders, with_scalar
 from adamw_conformance.spec.rule import Rule
 
 if TYPE_CHECKING:
@@ -112,13 +113,13 @@ class RuleInfo:
 
 def _adamw(model: Model, prec: Precision) -> tuple[Order, ...]:
     return adamw_orders(model.rule, model.convention, prec.compute, model.declared_orders,
-                        prec.hyper)
+                        prec.hyper, model.ruled_out)
 
 
 def _adam(coupling: str) -> Orders:
     def orders(model: Model, prec: Precision) -> tuple[Order, ...]:
         return adam_orders(model.rule, coupling, model.convention, prec.compute, prec.hyper,
-                           model.declared_orders)
+                           model.declared_orders, model.ruled_out)
     return orders
 
 

@@ -238,6 +238,7 @@ class Session:
     seed: str | None = None  # None: the profile is derandomized
     timeout: float = 60.0
     hyper_dtype: str | None = None  # --hyper-dtype
+    orders: str = "auto"  # --orders
 
     def options(self) -> list[str]:
         """The command-line options that reproduce this session's verdicts."""
@@ -247,6 +248,8 @@ class Session:
             opts.append(f"--compute-dtype={self.compute_dtype}")
         if self.hyper_dtype:
             opts.append(f"--hyper-dtype={self.hyper_dtype}")
+        if self.orders != "auto":
+            opts.append(f"--orders={self.orders}")
         opts += [f"--rule={self.rule}", f"--conventions={shlex.quote(self.conventions)}"]
         if self.xfails:
             opts.append(f"--xfails={shlex.quote(self.xfails)}")

@@ -47,4 +47,7 @@ def variant_config(cfg: Config, variant: str) -> Config:
     refused = calls.refusal(cfg, options(variant))
     if refused is not None:
         pytest.skip(refused)
-    return replace(cfg, model=selected(cfg.model, options(variant)))
+    # What the orders probe (core/forms.py) ruled out, it saw without the option: the variant is
+    # judged by every order, as a target that takes another code path with it may.
+    return replace(cfg, model=replace(selected(cfg.model, options(variant)),
+                                      ruled_out=frozenset()))

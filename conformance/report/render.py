@@ -96,6 +96,7 @@ def _header_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         ("precision profile", t["precision"]),
         ("rule, conventions", f"{t['rule']}; {t['conventions']}"),
         ("state", t.get("state", "not recorded")),
+        ("evaluation orders", t.get("orders", "not recorded")),
         ("hypothesis", f"profile {s['hypothesis_profile']}, seed {s['hypothesis_seed']}"),
         ("settings", f"compute dtype {s['compute_dtype'] or 'default (opmath)'}, xfails "
                      f"{s['xfails'] or 'none'}, impl timeout {s['impl_timeout']:g} s"

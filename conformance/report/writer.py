@@ -111,6 +111,16 @@ def _state(cfg: Any) -> str:
         return f"not determined ({type(e).__name__})"
 
 
+def _orders(cfg: Any) -> str:
+    """The orders the verdicts took the maximum over, and how the run chose them (core/forms.py)."""
+    from adamw_conformance.core import forms
+
+    try:
+        return forms.describe(cfg, evidence=True)
+    except Exception as e:  # noqa: BLE001 - the report is written whatever the target does
+        return f"not determined ({type(e).__name__})"
+
+
 class ReportPlugin:
     """Registered by the conformance plugin when --report is given."""
 
@@ -205,6 +215,7 @@ class ReportPlugin:
                 "precision": cfg.precision().label(), "rule": cfg.model.rule.name,
                 "conventions": cfg.model.convention.label(),
                 "state": _state(cfg),
+                "orders": _orders(cfg),
             },
             "settings": {
                 "hypothesis_profile": profile,

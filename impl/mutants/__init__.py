@@ -79,6 +79,7 @@ ZOO: tuple[Mutant, ...] = (
     _m("torch.optim.Adam", "decouple.moments", "--rule=adamw", name="torch.optim.Adam"),
     _m("impl.mutants.decouple:L2InGradient", "decouple.moments"),
     _m("impl.mutants.decouple:DecayWithoutLR", "decouple.decay_only"),
+    _m("impl.mutants.decouple:DecayRateOff", "decouple.decay_only"),
     _m("impl.mutants.decouple:DecayedMoments", "decouple.moments"),
     _m("impl.mutants.decouple:DecayInNumerator", "decouple.uniform"),
     _m("impl.foreign:ForeignUncoupledDecay", "decouple.decay_only"),

@@ -45,6 +45,17 @@ class DecayWithoutLR(ReferenceAdamW):
         return x * (1 - group["weight_decay"])
 
 
+class DecayRateOff(ReferenceAdamW):
+    """Decays by a rate 2^-12 (0.02 %) too large, theta * (1 - lr * wd * (1 + 2^-12)): a decay
+    slightly wrong, as a rate folded from a rounded constant is. The orders probe
+    (conformance/core/forms.py) finds its decay-only steps outside the factored forms' bound and
+    keeps the expanded decay's: the mutant is judged by every order, and still fails. Killed by
+    decouple.decay_only."""
+
+    def decay(self, x: torch.Tensor, group: dict) -> torch.Tensor:
+        return x * (1 - group["lr"] * group["weight_decay"] * (1 + 2.0**-12))
+
+
 class DecayedMoments(ReferenceAdamW):
     """Applies the decay factor to the first moment too (a "decay everything" refactor): the
     moments then depend on weight_decay although the parameters' first step is right. Killed by

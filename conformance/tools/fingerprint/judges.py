@@ -137,7 +137,9 @@ def judge_coupling(target: Target, probe: CouplingProbe, given: Given) -> Answer
         why = f"{NOT_APPLICABLE}: weight decay is not decoupled (coupling: {answer.value})"
         return {"coupling": answer,
                 "decay_coupling": Answer(why, answer.evidence, answer.confident)}
-    coupling = Answer("decoupled", answer.evidence, answer.confident)
+    # how it decays where the forms differ (core/forms.py): the orders a run would judge by
+    coupling = Answer("decoupled", f"{answer.evidence}; orders: {target.orders_in_play(given)}",
+                      answer.confident)
     if not capability(run, "set_lr"):
         return {"coupling": coupling, "decay_coupling": _one_lr_coupling(answer, text)}
     return {"coupling": coupling,

@@ -83,6 +83,16 @@ class Target:
         from adamw_conformance.core.layout import of
         return of(self.cfg).describe()
 
+    def orders_in_play(self, given: Given) -> str:
+        """The orders a run under `given` would judge by, as the orders probe finds them from
+        behaviour (core/forms.py), with its evidence."""
+        from adamw_conformance.core import forms
+
+        cfg = replace(self.declared, model=self.model(given))
+        found = forms.of(cfg)
+        return found.describe([o.name for o in replace(cfg.model, ruled_out=found.ruled_out)
+                                .orders(cfg.precision())], evidence=True)
+
     def model(self, given: Given, rule: str | None = None, **conv: str) -> Model:
         """The model of `given` (its rule unless `rule` says another), with `conv` changed."""
         return Model(rule or given.rule, replace(given.convention, **conv),
