@@ -132,6 +132,11 @@ def test_fingerprint_section() -> None:
     assert "available" in fingerprint_section(adapter, "float32", "cpu", 1.0)
 
 
+def test_audit_runs_from_the_clone_and_writes_its_reports() -> None:
+    assert (audit.ROOT / "conformance" / "plugin.py").is_file()
+    assert (audit.ROOT / "reports" / "README.md").is_file()
+
+
 def test_audit_records_unrunnable_target(tmp_path) -> None:
     bogus = audit.Audit("bogus-float32", "no_such_pkg.Optim", "float32", "a missing target")
     reason = audit.run(bogus, tmp_path, "ci")

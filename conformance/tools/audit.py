@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+#: The clone the committed reports belong to (this file is conformance/tools/audit.py in it).
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
