@@ -250,6 +250,21 @@ class SessionPlugin:
 
         node.workerinput[WORKER_KEY] = self.session.for_workers()
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        """Hypothesis keys a parametrized test's examples (its derandomized seed among them) by
+        the pytest node id, which depends on how and from where the test was addressed (a path
+        from the rootdir, `--pyargs` of the package or of one module): a property's reproduce
+        line would draw other examples than the run it reproduces. The suite's tests are keyed
+        by what they are, their module's file name and their name with parameters. (Hypothesis'
+        own hook, a wrapper, has set its key by now; the test runs after this.)"""
+        inner = getattr(getattr(getattr(item, "obj", None), "hypothesis", None), "inner_test",
+                        None)
+        if inner is not None and hasattr(inner, "_hypothesis_internal_add_digest") \
+                and _in_suite(Path(str(item.fspath))):
+            inner._hypothesis_internal_add_digest = f"{Path(str(item.fspath)).name}::{item.name}" \
+                .encode()
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
         from adamw_conformance.report.summary import short_repr, shorten, shortens

@@ -47,10 +47,10 @@ __all__ = ["EAGER_STORES", "EXPANDED_DECAY", "RULED_OUT", "adamw_expanded", "fla
            "general_build"]
 
 #: What a target's behaviour can rule out of its bound (conformance/core/forms.py probes it,
-#: once per run; `spec.orders_in_play.adam_orders(ruled_out=...)`): the expanded decay `theta - (lr wd)
-#: theta` (the general order then keeps the rule's factored decay), and intermediates stored to
-#: the parameter's dtype op by op (torch's for-loop and foreach orders, which in bf16 also round
-#: some scalars to it).
+#: once per run; `spec.orders_in_play.adam_orders(ruled_out=...)`): the expanded decay
+#: `theta - (lr wd) theta` (the general order then keeps the rule's factored decay), and
+#: intermediates stored to the parameter's dtype op by op (torch's for-loop and foreach orders,
+#: which in bf16 also round some scalars to it).
 EXPANDED_DECAY, EAGER_STORES = "expanded_decay", "eager_stores"
 RULED_OUT = (EXPANDED_DECAY, EAGER_STORES)
 

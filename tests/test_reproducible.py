@@ -7,7 +7,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-from tests.suite import run_suite
+import pytest
+
+from tests.suite import ROOT, Outcome, _Collector, run_suite
 
 TARGET = ("conformance/test_dtype.py::test_precision",
           "--impl=impl.mutants.dtype:Bfloat16Arithmetic", "--dtype=bfloat16")
@@ -54,3 +56,20 @@ def test_each_run_in_a_process_uses_its_own_profile() -> None:
     node = "conformance/test_exact.py::test_trajectory"
     counts = [run_suite(node, profile=p).examples for p in ("ci", "dev", "ci")]
     assert [sum(c.values()) for c in counts] == [8, 25, 8], counts
+
+
+def test_a_parametrized_property_draws_the_same_from_any_rootdir(tmp_path) -> None:
+    """Hypothesis keys a parametrized test by its node id, which changes with the rootdir and
+    with how the test is addressed (`--pyargs` of the package or of one module); the suite keys
+    its properties by module and name, so a reproduce line redraws the run's examples."""
+    node = "conformance/test_exact.py::test_one_step[plain]"
+    args = ("--impl=impl.mutants.scale:EpsInsideSqrt", "--hypothesis-profile=ci", "-q",
+            "-p", "no:cacheprovider", "-p", "no:unraisableexception", "--no-root-cause")
+    here = run_suite(node, *args[:1])
+    elsewhere = Outcome(0)
+    rc = pytest.main([str(ROOT / node), *args, f"--rootdir={tmp_path}"],
+                     plugins=[_Collector(elsewhere)])
+    assert here.rc == rc == pytest.ExitCode.TESTS_FAILED, (here.results, elsewhere.results)
+    [mine], [theirs] = here.messages.values(), elsewhere.messages.values()
+    got = [line for line in mine.splitlines() if ": got " in line]
+    assert got and got == [line for line in theirs.splitlines() if ": got " in line]
