@@ -256,14 +256,16 @@ class SessionPlugin:
         the pytest node id, which depends on how and from where the test was addressed (a path
         from the rootdir, `--pyargs` of the package or of one module): a property's reproduce
         line would draw other examples than the run it reproduces. The suite's tests are keyed
-        by what they are, their module's file name and their name with parameters. (Hypothesis'
-        own hook, a wrapper, has set its key by now; the test runs after this.)"""
+        the same wherever they run: by the node id a run from the repository's root gives them
+        (`conformance/test_bias.py::test_counter[late-start]`), the examples the project's own
+        tests and committed audits were judged on. (Hypothesis' own hook, a wrapper, has set its
+        key by now; the test runs after this.)"""
         inner = getattr(getattr(getattr(item, "obj", None), "hypothesis", None), "inner_test",
                         None)
         if inner is not None and hasattr(inner, "_hypothesis_internal_add_digest") \
                 and _in_suite(Path(str(item.fspath))):
-            inner._hypothesis_internal_add_digest = f"{Path(str(item.fspath)).name}::{item.name}" \
-                .encode()
+            name = Path(str(item.fspath)).name
+            inner._hypothesis_internal_add_digest = f"conformance/{name}::{item.name}".encode()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
