@@ -30,8 +30,12 @@ TARGETS = {
 #: In the default run each rule whose float32 step is not a special case of another's: plain
 #: SGD is momentum's with momentum 0, and RMSprop's plain and momentum rules are its centered
 #: rule's parts (the bf16 default runs RMSprop(centered=True, momentum=0.5)); those three under
-#: -m slow. Every rule's mutant stays in the default run (test_mutant_killed).
-FLOAT32_SLOW = {"torch.optim.SGD", "torch.optim.RMSprop", "torch.optim.RMSprop(momentum=0.5)"}
+#: -m slow, and Adam+L2, whose step is torch's AdamW code with the decay in the gradient (its
+#: orders are proven equal to its rule in tests/test_rule_facts.py, and the same code passes as
+#: AdamW in tests/test_torch_paths.py). Every rule's mutant stays in the default run
+#: (test_mutant_killed).
+FLOAT32_SLOW = {"torch.optim.SGD", "torch.optim.RMSprop", "torch.optim.RMSprop(momentum=0.5)",
+                "torch.optim.Adam"}
 
 
 @pytest.mark.parametrize("impl", [
