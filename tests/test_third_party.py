@@ -254,16 +254,20 @@ def test_an_eps_floor_passes_the_catalogue_when_declared() -> None:
 F32_CORRECTIONS_NOTE = "with its bias corrections 1 - beta^t formed in float32"
 
 
-def test_bias_corrections_in_float32_are_named() -> None:
+def test_bias_corrections_in_float32_are_named(capsys: pytest.CaptureFixture[str]) -> None:
     """torchao's 1 - beta**step with a float32 step counter, the lerp weight 1 - beta in double:
-    the note, from its control, on a plain-torch model of it; not the every-hyperparameter
-    float32 note, whose advice (--hyper-dtype=float32) rounds the lerp weight too."""
+    the note, from its control, on a plain-torch model of it, and the root cause counts it; not
+    the every-hyperparameter float32 note, whose advice (--hyper-dtype=float32) rounds the lerp
+    weight too."""
+    capsys.readouterr()
     out = run_suite("conformance/test_bias.py::test_step_one",
-                    "--impl=impl.tensor_lr:Float32CorrectionsAdamW")
+                    "--impl=impl.tensor_lr:Float32CorrectionsAdamW", root_cause=True)
+    text = capsys.readouterr().out
     assert out.rc == pytest.ExitCode.TESTS_FAILED, out.results
     [message] = out.messages.values()
     assert F32_CORRECTIONS_NOTE in message and "beta2=0.999999 -> " in message, message
     assert FLOAT32_NOTE not in message, message
+    assert "1 of 1 failures carry the note on bias corrections formed in float32" in text, text
 
 
 @pytest.mark.slow
