@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from adamw_conformance.adapters.base import NO_NONE_GRADS, GroupSetup, ParamState, Setup
-from adamw_conformance.core import calls, checks, replay
+from adamw_conformance.core import calls, checks, layout, replay
 from adamw_conformance.core.strategies import hyperparameters, log_uniform, regimes, step_cases
 from hypothesis import given
 from hypothesis import strategies as st
@@ -115,7 +115,8 @@ def _late_start(cfg, data) -> None:
             "bias.counter", cfg, outcome, [hyper, hyper], t_late + j,
             note=f"parameter 1 had no gradient for the first {k} steps; this is its "
                  f"{'first' if j == 0 else 'second'} gradient step, at its t={t_late + j} under "
-                 f"the '{convention}' counter convention (parameter 0 is at t={k + 1 + j})",
+                 f"the '{convention}' counter convention (parameter 0 is at t={k + 1 + j})"
+                 + (f"; {shared}" if (shared := layout.shared_counter(cfg)) else ""),
             repro=checks.reproduction(cfg, "bias.counter"))
 
 

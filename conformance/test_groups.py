@@ -12,6 +12,7 @@ from adamw_conformance.adapters.base import NO_NONE_GRADS, GroupSetup, ParamStat
 from adamw_conformance.core import bits, calls, checks, record, replay, trajectory
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import compare, format_hyper
+from adamw_conformance.core.layout import shared_counter
 from adamw_conformance.core.strategies import (
     first_step_creates_state,
     hyperparameters,
@@ -226,6 +227,8 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
             changes = ([] if bits.same(after[i], before[i]) else
                        [f"its value changed ({bits.difference(after[i], before[i])})"])
             changes += _state_changes(bst[i], ast[i], per_counter)
+            if any("step counter" in c for c in changes) and (shared := shared_counter(cfg)):
+                changes.append(shared)
             if changes:
                 checks.fail(f"groups.none_grad: {cfg.adapter.name} ({cfg.dtype} on {cfg.device}): "
                             f"parameter {i} had no gradient (grad is None) at step {k + 1}, yet "
@@ -245,6 +248,9 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
             note = (f"parameter {i} had an all-zero gradient: a zero gradient is a real step "
                     f"(the moments decay, the counter advances, weight decay applies)"
                     if row[i] == "zero" else f"parameter {i} had a gradient")
+            missed = any(r[i] == "none" for r in sched.kinds[:k])
+            if missed and (shared := shared_counter(cfg)):
+                note += f", after steps without one; {shared}"
             checks.fail(
                 checks.failure("groups.none_grad", cfg, outcome, per_param, k + 1, note=note)
                 + "\n" + where)

@@ -11,7 +11,7 @@ from typing import Literal
 
 DecayCoupling = Literal["lr", "schedule", "independent"]
 DecayTarget = Literal["previous", "updated"]
-EpsPlacement = Literal["after", "hat", "root"]
+EpsPlacement = Literal["after", "hat", "root", "floor"]
 Counter = Literal["parameter", "group", "global"]
 Moments = Literal["raw", "debiased"]
 AMSGrad = Literal["none", "raw_max", "corrected_max"]
@@ -19,7 +19,7 @@ AMSGrad = Literal["none", "raw_max", "corrected_max"]
 CHOICES: dict[str, tuple[str, ...]] = {
     "decay_coupling": ("lr", "schedule", "independent"),
     "decay_target": ("previous", "updated"),
-    "eps": ("after", "hat", "root"),
+    "eps": ("after", "hat", "root", "floor"),
     "counter": ("parameter", "group", "global"),
     "moments": ("raw", "debiased"),
     "amsgrad": ("none", "raw_max", "corrected_max"),
@@ -39,6 +39,7 @@ EXPLANATIONS: dict[str, dict[str, str]] = {
         "after": "lr * mh / (sqrt(vh) + eps): eps after bias correction",
         "hat": "eps added to sqrt(v) before v's bias correction = eps / sqrt(1-b2^t) (Keras, TF)",
         "root": "eps inside the square root: lr * mh / sqrt(vh + eps)",
+        "floor": "eps as a floor of the denominator: lr * mh / max(sqrt(vh), eps) (heavyball)",
     },
     "counter": {
         "parameter": "each parameter counts its own steps, only those with a gradient (PyTorch)",

@@ -121,6 +121,7 @@ DECLARED = [  # (mutant, the node it fails by default, the declaration that make
     ("GroupCounter", "conformance/test_bias.py::test_counter[late-start]", "counter=group"),
     ("EpsInsideSqrt", "conformance/test_scale.py::test_power_of_two", "eps=root"),
     ("EpsHat", "conformance/test_bias.py::test_step_one", "eps=hat"),
+    ("EpsFloor", "conformance/test_bias.py::test_step_one", "eps=floor"),
     ("DecayWithoutLR", "conformance/test_decouple.py::test_decay_only",
      "decay_coupling=independent"),
 ]

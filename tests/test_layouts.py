@@ -105,6 +105,9 @@ def test_a_group_counter_still_fails_a_late_start_under_the_default() -> None:
     assert out.rc == pytest.ExitCode.TESTS_FAILED
     [message] = out.messages.values()
     assert "at its t=1 under the 'parameter' counter convention" in message
+    # the layout found the group's counter (heavyball's failures did not say so)
+    assert ("the layout probe found the target's step counter kept as one counter per group "
+            "(param_groups[i]['step'])") in message, message
 
 
 def test_the_header_names_the_layout(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,9 @@ a correct implementation or a control here, none needing the libraries themselve
 - the float32-hyperparameters note needs a control that judges the missed elements (a beta
   rounded to 1.0 leaves no oracle) and accounts for most of the miss (the float32 profile's
   bound near t = 2^24 takes in AdamAtan2's step too);
-- groups.no_decay names the step, not the weight_decay=0 group, where every group fails.
+- groups.no_decay names the step, not the weight_decay=0 group, where every group fails;
+- heavyball's eps floor is the named convention eps=floor, and torchao's bias corrections formed
+  in float32 get a note from its own control (the libraries themselves only under -m slow).
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ def test_no_float32_note_on_a_rule_that_is_not_adams() -> None:
     failed = {k.split("::")[-1] for k in out.failed()}
     assert {"test_counter[past-16777216]", "test_none_grad", "test_no_decay"} <= failed, failed
     message = "\n".join(out.messages.values())
-    assert FLOAT32_NOTE not in message, message
+    assert FLOAT32_NOTE not in message and F32_CORRECTIONS_NOTE not in message, message
     [no_decay] = [v for k, v in out.messages.items() if k.endswith("test_no_decay")]
     assert "the step is wrong whatever the group" in no_decay, no_decay
     assert "whose weight_decay is 0" not in no_decay, no_decay
@@ -222,3 +224,63 @@ def test_an_infinite_number_is_not_a_counter() -> None:
     target = "tests.test_third_party:InfiniteAttributeAdamW"
     cfg = Config(resolve(target), Model("adamw"), impl_text=target)
     assert layout.of(cfg).counters == (("parameter", "step"),)
+
+
+# --- heavyball: eps as a floor; torchao: bias corrections in float32 ---------------------------
+
+def test_an_eps_floor_fails_the_default_and_the_root_cause_names_it(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """heavyball's denominator is max(sqrt(vh), eps) (eps=floor): a real difference, failing
+    under the default for that reason, named by the fingerprint from behaviour."""
+    capsys.readouterr()
+    out = run_suite("conformance/test_bias.py::test_step_one", "--impl=impl.mutants.eps:EpsFloor",
+                    root_cause=True)
+    text = capsys.readouterr().out
+    assert out.rc == pytest.ExitCode.TESTS_FAILED, out.results
+    cause = text.split("conformance: root cause", 1)[1]
+    assert "the target follows eps=floor, where the run judged eps=after" in cause, cause
+    assert "eps=floor: eps as a floor of the denominator" in cause
+    assert "--conventions=eps=floor" in cause
+    assert F32_CORRECTIONS_NOTE not in text, text
+
+
+@pytest.mark.slow
+def test_an_eps_floor_passes_the_catalogue_when_declared() -> None:
+    out = run_suite("--impl=impl.mutants.eps:EpsFloor", "--conventions=eps=floor")
+    assert out.rc == pytest.ExitCode.OK, "\n\n".join(out.messages.values())
+
+
+#: The note's words (conformance/core/notes.py: float32_bias_corrections).
+F32_CORRECTIONS_NOTE = "with its bias corrections 1 - beta^t formed in float32"
+
+
+def test_bias_corrections_in_float32_are_named(capsys: pytest.CaptureFixture[str]) -> None:
+    """torchao's 1 - beta**step with a float32 step counter, the lerp weight 1 - beta in double:
+    the note, from its control, on a plain-torch model of it, and the root cause counts it; not
+    the every-hyperparameter float32 note, whose advice (--hyper-dtype=float32) rounds the lerp
+    weight too."""
+    capsys.readouterr()
+    out = run_suite("conformance/test_bias.py::test_step_one",
+                    "--impl=impl.tensor_lr:Float32CorrectionsAdamW", root_cause=True)
+    text = capsys.readouterr().out
+    assert out.rc == pytest.ExitCode.TESTS_FAILED, out.results
+    [message] = out.messages.values()
+    assert F32_CORRECTIONS_NOTE in message and "beta2=0.999999 -> " in message, message
+    assert FLOAT32_NOTE not in message, message
+    assert "1 of 1 failures carry the note on bias corrections formed in float32" in text, text
+
+
+@pytest.mark.slow
+def test_heavyball_passes_under_its_conventions_but_validation() -> None:
+    pytest.importorskip("heavyball")
+    out = run_suite("--impl=heavyball.AdamW", "--conventions=eps=floor,counter=global")
+    failed = {k.split("::")[-1].split("[")[0] for k in out.failed()}
+    assert failed == {"test_validation"}, "\n\n".join(out.messages.values())
+
+
+@pytest.mark.slow
+def test_torchao_value_failures_name_float32_bias_corrections() -> None:
+    pytest.importorskip("torchao")
+    out = run_suite("conformance/test_bias.py::test_step_one", "--impl=torchao.optim._AdamW")
+    [message] = out.messages.values()
+    assert F32_CORRECTIONS_NOTE in message, message

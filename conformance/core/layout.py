@@ -151,6 +151,24 @@ def for_convention(lay: StateLayout, counter: str) -> StateLayout:
     return replace(lay, counters=(*first, *(p for p in lay.counters if p not in first)))
 
 
+def shared_counter(cfg: Config) -> str | None:
+    """Where the run judges the per-parameter counter and the layout found the target's counter
+    kept for a whole group or the whole optimizer: that finding, for the message of a failure
+    where a parameter steps after missing some (its t is then the shared count, not its own).
+    A finding from behaviour, not a guess at the cause; None otherwise."""
+    if cfg.model.convention.counter != "parameter":
+        return None
+    shared = [p for p in of(cfg).counters if COUNTER_OF_SCOPE.get(p[0]) in ("group", "global")]
+    if not shared:
+        return None
+    kind = COUNTER_OF_SCOPE[shared[0][0]]
+    scope = "one counter per group" if kind == "group" else "one counter for the optimizer"
+    return (f"the layout probe found the target's step counter kept as {scope} "
+            f"({where(shared[0])}): a parameter that missed steps is then corrected at that "
+            f"count, not at its own, which the per-parameter convention judged here does not "
+            f"allow (counter={kind} is a named convention: --conventions=counter={kind})")
+
+
 def decoded(run: Any, i: int, state: ParamState | None) -> ParamState | None:
     """Parameter i's state read from `run`, in the spec's terms."""
     bound = bind(run)

@@ -155,6 +155,7 @@ _ENTRIES = (
     RuleInfo("adam", "adam", _ADAM_STATE, _adam("none"), None, _ADAM_PROPERTIES,
              probes=(("adam", {}), ("adam, eps=hat", {"eps": "hat"}),
                      ("adam, eps=root", {"eps": "root"}),
+                     ("adam, eps=floor", {"eps": "floor"}),
                      ("adam, amsgrad=raw_max", {"amsgrad": "raw_max"}),
                      ("adam, amsgrad=corrected_max", {"amsgrad": "corrected_max"}),
                      ("adam, eps=hat, amsgrad=raw_max", {"eps": "hat", "amsgrad": "raw_max"}))),

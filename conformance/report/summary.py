@@ -172,6 +172,12 @@ def in_common(failures: list[Failure]) -> list[str]:
         lines.append(f"{casts} failure{'s carry' if casts > 1 else ' carries'} a note on betas "
                      "cast to the parameter dtype: a possible cause the message offers, not a "
                      "finding (the fingerprint below tests the step itself)")
+    corrections = sum("bias corrections 1 - beta^t formed in float32" in f.text
+                      for f in failures)
+    if corrections:
+        lines.append(f"{corrections} of {n} failures carry the note on bias corrections formed "
+                     "in float32: their steps are within the bound of that control and nearer "
+                     "its oracle (a precision defect, not a convention)")
     return lines
 
 

@@ -15,8 +15,9 @@ from impl.reference.optimizer import ReferenceAdamW
 
 class EpsFloor(ReferenceAdamW):
     """eps as a floor, max(sqrt(vh), eps), instead of an addend, sqrt(vh) + eps (a "guard
-    against division by zero" rewrite): the same wherever sqrt(vh) >> eps, wrong by up to a
-    factor 2 where |g| is near eps. Killed by bias.step_one."""
+    against division by zero" rewrite, and heavyball's form): the same wherever sqrt(vh) >> eps,
+    wrong by up to a factor 2 where |g| is near eps. Killed by bias.step_one; passes the
+    catalogue under --conventions=eps=floor."""
 
     def denominator(self, state: dict, v: torch.Tensor, t: int, group: dict) -> torch.Tensor:
         beta2 = group["betas"][1]

@@ -49,8 +49,10 @@ def _direction(m1: sp.Expr, v1: sp.Expr, conv: Convention) -> tuple[sp.Expr, dic
         denom = sp.sqrt(vh) + eps
     elif conv.eps == "hat":
         denom = sp.sqrt(vh) + eps / sp.sqrt(bc2)
-    else:  # "root"
+    elif conv.eps == "root":
         denom = sp.sqrt(vh + eps)
+    else:  # "floor"
+        denom = sp.Max(sp.sqrt(vh), eps)
     return mh / denom, extra
 
 
