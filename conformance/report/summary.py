@@ -175,7 +175,8 @@ def in_common(failures: list[Failure]) -> list[str]:
     corrections = sum("bias corrections 1 - beta^t formed in float32" in f.text
                       for f in failures)
     if corrections:
-        lines.append(f"{corrections} of {n} failures carry the note on bias corrections formed "
+        carry = "the one failure carries" if n == 1 else f"{corrections} of {n} failures carry"
+        lines.append(f"{carry} the note on bias corrections formed "
                      "in float32: their steps are within the bound of that control and nearer "
                      "its oracle (a precision defect, not a convention)")
     return lines
