@@ -267,7 +267,7 @@ def test_bias_corrections_in_float32_are_named(capsys: pytest.CaptureFixture[str
     [message] = out.messages.values()
     assert F32_CORRECTIONS_NOTE in message and "beta2=0.999999 -> " in message, message
     assert FLOAT32_NOTE not in message, message
-    assert "1 of 1 failures carry the note on bias corrections formed in float32" in text, text
+    assert "the one failure carries the note on bias corrections formed in float32" in text, text
 
 
 @pytest.mark.slow

@@ -175,9 +175,10 @@ def in_common(failures: list[Failure]) -> list[str]:
     corrections = sum("bias corrections 1 - beta^t formed in float32" in f.text
                       for f in failures)
     if corrections:
-        carry = "the one failure carries" if n == 1 else f"{corrections} of {n} failures carry"
-        lines.append(f"{carry} the note on bias corrections formed "
-                     "in float32: their steps are within the bound of that control and nearer "
+        carry = ("the one failure carries the note on bias corrections formed in float32: its "
+                 "steps are" if n == 1 else f"{corrections} of {n} failures carry the note on bias "
+                 "corrections formed in float32: their steps are")
+        lines.append(f"{carry} within the bound of that control and nearer "
                      "its oracle (a precision defect, not a convention)")
     return lines
 
