@@ -29,7 +29,7 @@ from functools import cached_property
 import numpy as np
 
 from adamw_conformance.spec import quant_maps
-from adamw_conformance.spec.formats import FLOAT32
+from adamw_conformance.spec.formats import FLOAT32, FLOAT64
 
 #: float32's unit roundoff: the scaling division, the decoding product and the scale's own
 #: division round once each, in float32.
@@ -173,9 +173,12 @@ class Scheme:
             d = np.where(s > 0, b / s, np.inf) + np.abs(y) * 2 * _U
         low = cmap.nearest(y - d, ties_up=False)
         high = cmap.nearest(y + d, ties_up=True)
-        worst = np.maximum(np.abs(low - y), np.abs(high - y))
+        # in value terms (s * y underflows where x is far below s; x itself does not)
+        worst = np.maximum(np.abs(s * low - x), np.abs(s * high - x))
         top = np.maximum(np.abs(low), np.abs(high))
-        out = s * worst + s * top * _U
+        # (the bound's own float64 evaluation rounds: a few units of float64 on top keep an
+        # element whose code is 0 and whose error is |x| itself inside)
+        out = (worst + s * top * _U) * (1 + 8 * FLOAT64.u)
         # a zero scale (nothing stored yet) holds zeros exactly: the float32 bound alone
         out = np.where(s > 0, out, b)
         return out.reshape(np.shape(exact))
