@@ -1,4 +1,4 @@
-"""A block-quantized AdamW in plain torch, and mutants of the defects such optimizers ship.
+"""A block-quantized AdamW in plain torch (its mutants: impl/mutants/quantized.py).
 
 `BlockQuantAdamW` follows the scheme of 8-bit optimizers (Dettmers et al., arXiv:2110.02861) as
 bitsandbytes lays it out, with no library imported: per block of 256 elements one float32
@@ -160,34 +160,3 @@ class BlockQuantAdamW(torch.optim.Optimizer):
                 self._store(st, "1", m)
                 self._store(st, "2", v)
         return loss
-
-
-class UnsortedMap(BlockQuantAdamW):
-    """A corrupted code map: built without its final sort (the signed map's negative half then
-    sits among the positive codes), so the nearest-code search lands on wrong codes; what the
-    codes mean by the scheme's map is far from the state. Killed by exact.one_step (the stored
-    moments outside the store model's bound)."""
-
-    def qmap(self, signed: bool) -> torch.Tensor:
-        good = dynamic_map(signed)
-        # the construction's order before sorting: positives of each decade, then negatives
-        return torch.cat([good[good > 0], good[good <= 0]]) if signed else good.flip(0)
-
-
-class TruncatedCode(BlockQuantAdamW):
-    """A non-nearest code choice: the code below the scaled value (truncation), up to a whole
-    gap off where the nearest code is at most half a gap. Killed by exact.one_step (the stored
-    moments outside the store model's bound)."""
-
-    def codes(self, y: torch.Tensor, qmap: torch.Tensor) -> torch.Tensor:
-        hi = torch.searchsorted(qmap, y, right=True).clamp(1, qmap.numel())
-        return (hi - 1).to(torch.uint8)
-
-
-class NeighbourAbsmax(BlockQuantAdamW):
-    """Each block's scale taken from the next block (an off-by-one in the block index): values
-    clamp where the neighbour's absmax is smaller, and the stored scale is not the block's own.
-    Killed by exact.one_step (the stored block scale outside its bound)."""
-
-    def absmax(self, blocks: torch.Tensor) -> torch.Tensor:
-        return blocks.abs().amax(dim=1).roll(-1)

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-
 from adamw_conformance.spec import quant_maps
 from adamw_conformance.spec.formats import FLOAT32, FLOAT64
 
