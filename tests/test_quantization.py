@@ -94,6 +94,22 @@ def test_one_code_off_is_outside() -> None:
 # --- through the suite --------------------------------------------------------------------------
 
 
+def test_layout_names_the_representation() -> None:
+    """The layout probe finds the block-quantized states from behaviour (a 4096-element step),
+    and torch's AdamW keeps none."""
+    from adamw_conformance.core import layout
+    from adamw_conformance.core.config import Config
+    from adamw_conformance.core.judge import Model
+    from adamw_conformance.core.targets import resolve
+
+    def found(target: str) -> str:
+        return layout.of(Config(resolve(target), Model("adamw"), impl_text=target)).quantized
+
+    assert found("impl.quantized:BlockQuantAdamW") \
+        == "m: blockwise-dynamic-8bit, v: blockwise-dynamic-8bit"
+    assert found("torch.optim.AdamW") == ""
+
+
 def test_block_quant_adamw_passes_one_step() -> None:
     """The plain-torch block-quantized AdamW passes exact.one_step, its layout named as
     block-quantized from behaviour (the header), on the quantized shapes."""
@@ -117,6 +133,20 @@ def test_block_quant_adamw_one_step_seeds(seed: int) -> None:
 
 
 # --- the real libraries (optional; slow: they compile their step) ------------------------------
+
+
+@pytest.mark.slow
+def test_code_choice_of_the_libraries() -> None:
+    """torchao's quantizer picks the nearest code (the control); bitsandbytes' CPU op does not,
+    for a share of elements (reports/quantized.md)."""
+    pytest.importorskip("torchao.optim")
+    pytest.importorskip("bitsandbytes")
+    from adamw_conformance.tools.code_choice import LIBRARIES, measure
+
+    for lib, expect_nearest in (("torchao", True), ("bitsandbytes", False)):
+        sch_name, make = LIBRARIES[lib]
+        r = measure(make(), scheme(sch_name), "v", spread=8.0, trials=2)
+        assert (r["non_nearest"] == 0) == expect_nearest, (lib, r)
 
 
 @pytest.mark.slow
