@@ -21,17 +21,23 @@ PROBE_ELEMENTS = max(s.min_numel for s in SCHEMES.values())
 
 def find(cfg: Config) -> str:
     """'m: <scheme>, v: <scheme>' for the states the target keeps block-quantized; '' if
-    none (or the adapter cannot read such a state)."""
+    none (or the adapter cannot read such a state, or the target fails on the large tensor:
+    the properties then meet that failure on their own draws, not the layout probe)."""
     if not getattr(cfg.adapter, "reads_quantized", False):
         return ""
-    from adamw_conformance.core.strategies import typical_hyper
+    try:
+        return _find(cfg)
+    except calls.ImplementationError:
+        return ""
+
+
+def _find(cfg: Config) -> str:
+    from adamw_conformance.core.strategies import representable, typical_hyper
 
     assert all(PROBE_ELEMENTS % s.block == 0 for s in SCHEMES.values())
     rng = np.random.default_rng(0)
     theta = np.round(rng.uniform(-1, 1, PROBE_ELEMENTS), 3)
     grad = np.round(rng.uniform(-1, 1, PROBE_ELEMENTS), 3)
-    from adamw_conformance.core.strategies import representable
-
     setup = Setup([GroupSetup([representable(theta, cfg.dtype)],
                               typical_hyper(cfg.model.rule_name))], cfg.dtype, cfg.device)
     run = calls.guarded("creating the optimizer", cfg.adapter.create, setup, timeout=cfg.timeout)
