@@ -40,6 +40,11 @@ def current() -> Session:
     return _STACK[-1]
 
 
+def in_run() -> bool:
+    """Whether a run of the suite is in progress (not the default session)."""
+    return len(_STACK) > 1
+
+
 def begin(rule: str, pinned: Mapping[str, float] | None = None) -> Session:
     """A new innermost session; it records where the enclosing one does (a detection sweep
     records the runs it starts)."""

@@ -67,7 +67,9 @@ def of(cfg: Config) -> StateLayout:
     if known is None or known[0] is not cfg.adapter:
         known = (cfg.adapter, detect(cfg))
         _DETECTED[key] = known
-    if known[1].quantized:  # the strategies then draw tensors the target quantizes
+    # the run's strategies then draw tensors the target quantizes (a look outside a run
+    # leaves the default session's draws alone)
+    if known[1].quantized and context.in_run():
         context.current().quantized = known[1].quantized
     return known[1]
 
