@@ -1,5 +1,6 @@
 """Mutants of a block-quantized AdamW (impl/quantized.py: BlockQuantAdamW), each with one defect
-of the kinds such optimizers ship: a corrupted code map (bitsandbytes#227 was a map regression),
+of the kinds such optimizers ship: a corrupted code map (bitsandbytes#227: a construction error
+in its map, an indented block, that no test covered, NaN losses in 8-bit AdamW),
 a code that is not the nearest, a block's scale taken from another block. Each is one override
 of the representation; exact.one_step kills each on the tensors the strategies draw for a
 quantized target (core/strategies.py: QUANTIZED_SHAPES)."""
