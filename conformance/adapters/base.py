@@ -40,6 +40,16 @@ class Setup:
         return [gi for gi, g in enumerate(self.groups) for _ in g.params]
 
 
+@dataclass(frozen=True)
+class Stored:
+    """One block-quantized state as the target stores it: the scheme it follows
+    (spec/quantization.py: SCHEMES), each element's code and each block's scale."""
+
+    scheme: str
+    codes: np.ndarray
+    scales: np.ndarray
+
+
 @dataclass
 class ParamState:
     """One parameter's optimizer state in the spec's terms (float64 arrays, exact)."""
@@ -52,6 +62,9 @@ class ParamState:
     #: the other rules' state by spec name: buf (momentum buffer), accum (Adagrad's sum),
     #: gavg (centered RMSProp's gradient average). m, v are None where a rule has none.
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the state kept block-quantized, by spec name: what is stored (the array above holds
+    #: what it means, decoded by the scheme, spec/quantization.py); empty: stored as floats
+    stored: dict[str, Stored] = field(default_factory=dict)
 
     def as_mapping(self) -> dict[str, np.ndarray]:
         out = {k: x for k, x in (("m", self.m), ("v", self.v), ("vmax", self.vmax))
@@ -120,6 +133,9 @@ class StateLayout:
     note: str = ""
     #: whether read_state gives the spec's state at all (False: keys the suite does not know)
     readable: bool = True
+    #: the block-quantized states seen on a tensor large enough to be quantized, by spec name
+    #: and scheme ("m: dynamic-8bit, v: dynamic-8bit"); empty: none (core/quant_probe.py)
+    quantized: str = ""
 
     @property
     def counter(self) -> str:
@@ -146,6 +162,8 @@ class StateLayout:
         state = f"moments {self.moments}" if self.readable else \
             "not readable in the spec's terms (read_state gives None)"
         parts = [state, counter, *([names] if names else [])]
+        if self.quantized:
+            parts.append(f"block-quantized {self.quantized}")
         text = ", ".join(parts) + f" ({self.source})"
         if self.note:
             text += f"; {self.note}"

@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from adamw_conformance.adapters import quantized
 from adamw_conformance.adapters.base import ParamState, Place, Setup, StateLayout
 from adamw_conformance.core import rule_table
 
 # State names look-alikes of torch.optim use for the two moments and AMSGrad's maximum, and for
 # the counter; torch.optim's own keys are the rule table's (`core.rule_table`).
-_M_NAMES = ("exp_avg", "m", "mu", "first_moment", "momentum")
-_V_NAMES = ("exp_avg_sq", "v", "nu", "second_moment", "square_avg")
+_M_NAMES = ("exp_avg", "m", "mu", "first_moment", "momentum", "state1")
+_V_NAMES = ("exp_avg_sq", "v", "nu", "second_moment", "square_avg", "state2")
 _VMAX_NAMES = ("max_exp_avg_sq", "vmax", "v_max", "max_exp_avg_sqs")
 _STEP_NAMES = ("step", "t", "count", "iteration")
 
@@ -86,6 +87,9 @@ def _find(state: Mapping[str, Any], names: Sequence[str], like: torch.Tensor) ->
 
 class TorchOptimizerAdapter:
     """Drives `cls(param_groups, lr=..., betas=..., eps=..., weight_decay=..., **fixed)`."""
+
+    #: its read_state decodes block-quantized states (adapters/quantized.py)
+    reads_quantized = True
 
     def __init__(self, cls: type, fixed: Mapping[str, Any] | None = None,
                  name: str | None = None) -> None:
@@ -331,7 +335,7 @@ class TorchOptimizerRun:
         counters = {k for scope, k in self._counters(st) if scope == "parameter"}
         unknown = [k for k, x in st.items() if isinstance(x, torch.Tensor)
                    and x.shape == p.shape and k not in keys.values() and k not in _STEP_NAMES
-                   and k not in counters]
+                   and k not in counters and k not in quantized.BNB_AUX]
         if not keys or unknown:
             return None
         return st, keys
@@ -345,8 +349,16 @@ class TorchOptimizerRun:
         value = self._get(places[0], i) if places else None
         t = self.counts[i] if value is None else int(_scalar(value) or 0)
         first = st[next(iter(keys.values()))]
-        return ParamState.of({name: to_numpy(st[key]) for name, key in keys.items()}, t,
-                             str(first.dtype).split(".")[-1])
+        # a block-quantized state is read as what its codes mean (adapters/quantized.py); the
+        # library computes with it in float32
+        stored = {name: quantized.read(st, key) for name, key in keys.items()
+                  if quantized.is_quantized(st, key)}
+        values = {name: quantized.decode(name, stored[name]) if name in stored
+                  else to_numpy(st[key]) for name, key in keys.items()}
+        dtype = "float32" if stored else str(first.dtype).split(".")[-1]
+        state = ParamState.of(values, t, dtype)
+        state.stored = stored
+        return state
 
     def write_state(self, i: int, state: ParamState) -> bool:
         layout = self._layout(i)
@@ -359,7 +371,9 @@ class TorchOptimizerRun:
             return False
         with torch.no_grad():
             for name, x in values.items():
-                if name in keys:
+                if name in keys and quantized.is_quantized(st, keys[name]):
+                    quantized.write(st, keys[name], name, x)
+                elif name in keys:
                     st[keys[name]].copy_(torch.tensor(x, dtype=torch.float64))
         for place in self._counters(st):
             self._put(place, i, state.step)

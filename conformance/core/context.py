@@ -27,6 +27,9 @@ class Session:
     pinned: Mapping[str, float] = field(default_factory=dict)
     #: where verdicts are recorded (record.py); None: not recording
     recorder: Recorder | None = None
+    #: the target's block-quantized states (StateLayout.quantized): the strategies draw
+    #: tensors large enough to be quantized; empty: none seen
+    quantized: str = ""
 
 
 #: The default session, then one per run in progress, innermost last.
@@ -35,6 +38,11 @@ _STACK: list[Session] = [Session()]
 
 def current() -> Session:
     return _STACK[-1]
+
+
+def in_run() -> bool:
+    """Whether a run of the suite is in progress (not the default session)."""
+    return len(_STACK) > 1
 
 
 def begin(rule: str, pinned: Mapping[str, float] | None = None) -> Session:

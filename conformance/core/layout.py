@@ -38,7 +38,7 @@ from adamw_conformance.adapters.base import (
     capability,
     where,
 )
-from adamw_conformance.core import calls, record
+from adamw_conformance.core import calls, context, quant_probe, record
 from adamw_conformance.core.config import Config
 from adamw_conformance.spec.rules.adam import DEBIASING
 from adamw_conformance.spec.symbols import beta1, beta2, t
@@ -67,6 +67,10 @@ def of(cfg: Config) -> StateLayout:
     if known is None or known[0] is not cfg.adapter:
         known = (cfg.adapter, detect(cfg))
         _DETECTED[key] = known
+    # the run's strategies then draw tensors the target quantizes (a look outside a run
+    # leaves the default session's draws alone)
+    if known[1].quantized and context.in_run():
+        context.current().quantized = known[1].quantized
     return known[1]
 
 
@@ -76,7 +80,8 @@ def detect(cfg: Config) -> StateLayout:
     if declared is not None:
         return replace(declared, source="declared")
     try:
-        return _probe(cfg)
+        lay = _probe(cfg)
+        return replace(lay, quantized=quant_probe.find(cfg)) if lay.readable else lay
     except calls.ImplementationError as e:
         return StateLayout(source="undetermined", note="the probe failed: "
                            + (str(e).splitlines() or [type(e).__name__])[0])

@@ -67,18 +67,22 @@ def prepare(cfg: Config, setup: Setup, params: Sequence[np.ndarray],
         if not run.write_state(i, layout.encoded(run, i, s)):
             return None
         run.write_params(i, p)
-    if layout.translates(run):
-        _held(run, states)
+    # a decoded or block-quantized state holds what the target could store, not what was
+    # drawn: the oracle steps from that
+    _held(run, states, always=layout.translates(run))
     return run
 
 
-def _held(run: Run, states: Sequence[ParamState]) -> None:
-    """Put into `states` the moments `run` holds after replay wrote them (decoded)."""
+def _held(run: Run, states: Sequence[ParamState], always: bool = True) -> None:
+    """Put into `states` the moments `run` holds after replay wrote them (decoded): where
+    `always`, or where the target keeps a state block-quantized (then every such state)."""
     held = read_states(run, len(states))
-    if held is None:
+    if held is None or not (always or any(h.stored for h in held)):
         return
     for s, h in zip(states, held, strict=True):
-        for name in layout.DECODED:
+        for name in h.stored:  # m, v, vmax
+            setattr(s, name, getattr(h, name))
+        for name in layout.DECODED if always else ():
             if getattr(s, name) is not None and getattr(h, name) is not None:
                 setattr(s, name, getattr(h, name))
 

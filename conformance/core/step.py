@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from adamw_conformance.adapters.base import ParamState
+from adamw_conformance.core import stored
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Mismatch, Model, compare
 from adamw_conformance.spec.bounds import Bound
@@ -65,7 +66,11 @@ def judge_values(cfg: Config, after: Sequence[np.ndarray],
             if name not in bnd:
                 continue
             fmt = cfg.dtype if name == "theta" else (sdtype or cfg.dtype)
-            bad = compare(name, value, exact[name], bnd[name], fmt)
+            if now is not None and name in now.stored:
+                bad = stored.compare_stored(name, now.stored[name], value, exact[name],
+                                            bnd[name], fmt)
+            else:
+                bad = compare(name, value, exact[name], bnd[name], fmt)
             if bad:
                 mismatches.append((i, bad))
     return StepOutcome(list(after), None if states is None else list(states),  # type: ignore[arg-type]

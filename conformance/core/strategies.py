@@ -122,6 +122,32 @@ steps = st.sampled_from([1, 2, 3, 10, 100, 10_000, 1_000_000]) | st.integers(1, 
 
 shapes = st.sampled_from([(DEFAULT_ELEMENTS,), (16, 16), (), (0,), (3, 5, 7), (1,)])
 
+#: For a target that keeps its state block-quantized (StateLayout.quantized): a small, fixed set
+#: of shapes, so that a library that compiles its step per shape (torchao) reuses the compiled
+#: kernels, reaching the regimes quantization acts in: whole blocks of 256 (4096, 4352 = 17 x
+#: 256), a multiple of 128 only (4224 = 33 x 128: torchao's 8-bit and FP8 leave it float32,
+#: its 4-bit quantizes it, bitsandbytes ends it with a partial block), no multiple (4100), and
+#: one tensor below every threshold.
+QUANTIZED_SHAPES = ((4096,), (4352,), (64, 66), (4100,), (DEFAULT_ELEMENTS,))
+#: One element of each run of this many is an outlier (x 10^4): a block's absmax from one
+#: element, the rest of the block far below it, in the map's finest codes.
+OUTLIER_RUN = 128
+
+
+def shape_pool() -> st.SearchStrategy[tuple[int, ...]]:
+    """The shapes a step case draws from: `shapes`, or QUANTIZED_SHAPES for a target whose
+    state is block-quantized (read at draw time, from the run's context)."""
+    return st.sampled_from(QUANTIZED_SHAPES) if context.current().quantized else shapes
+
+
+def with_outliers(x: np.ndarray, rng: np.random.Generator, dtype: str) -> np.ndarray:
+    """`x` with one element of each OUTLIER_RUN scaled by 10^4."""
+    flat = x.reshape(-1).copy()
+    for start in range(0, flat.size, OUTLIER_RUN):
+        k = start + int(rng.integers(0, min(OUTLIER_RUN, flat.size - start)))
+        flat[k] = (flat[k] or 1.0) * 1e4
+    return representable(flat.reshape(x.shape), dtype)
+
 
 @dataclass
 class StepCase:
@@ -155,7 +181,7 @@ def step_cases(draw: st.DrawFn, dtype: str = "float32", device: str = "cpu",
     hyper = draw(hyperparameters(decay=decay))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    shape = shape if shape is not None else draw(shapes)
+    shape = shape if shape is not None else draw(shape_pool())
     r = {"theta": draw(regimes(-6, 6, zeros=False)), "g": draw(regimes(-10, 8))}
     is_fresh = draw(st.booleans()) if fresh is None else fresh
     t = 1 if is_fresh else draw(replay_steps())
@@ -167,6 +193,11 @@ def step_cases(draw: st.DrawFn, dtype: str = "float32", device: str = "cpu",
         ranges = info(context.current().rule).state
         r.update({name: draw(regimes(*ranges[name].replay)) for name in _state_names()})
         state = sample_state(r, rng, shape, dtype, t - 1)
+    # (drawn only for a quantized target: the other targets' draws stay as they were)
+    if context.current().quantized and draw(st.booleans()):
+        g = with_outliers(g, rng, dtype)
+        if state.m is not None and not is_fresh:
+            state.m = with_outliers(state.m, rng, dtype)
     if (options or {}).get("amsgrad"):
         v = state.v if state.v is not None else np.zeros(shape)
         state.vmax = np.zeros(shape) if is_fresh else np.maximum(

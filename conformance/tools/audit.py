@@ -50,6 +50,15 @@ AUDITS = (
     Audit("keras-adamw-bfloat16", "keras-adamw", "bfloat16",
           "keras.optimizers.AdamW, its conventions declared (eps=hat, counter=group)",
           ("--conventions=eps=hat,counter=group",)),
+    # block-quantized optimizer states (the optional extra `.[quantized]`, not in CI)
+    Audit("torchao-adamw8bit-float32", "torchao.optim.AdamW8bit", "float32",
+          "torchao.optim.AdamW8bit (0.18.0): 8-bit block-quantized moments"),
+    Audit("torchao-adamw4bit-float32", "torchao.optim.AdamW4bit", "float32",
+          "torchao.optim.AdamW4bit (0.18.0): 4-bit block-quantized moments"),
+    Audit("torchao-adamwfp8-float32", "torchao.optim.AdamWFp8", "float32",
+          "torchao.optim.AdamWFp8 (0.18.0): float8 e4m3 block-quantized moments"),
+    Audit("bnb-adamw8bit-float32", "bitsandbytes.optim.AdamW8bit", "float32",
+          "bitsandbytes.optim.AdamW8bit (0.50.0, its CPU kernel): 8-bit blockwise moments"),
 )
 
 

@@ -108,6 +108,10 @@ ZOO: tuple[Mutant, ...] = (
     # state layouts (impl/layouts.py) with a defect
     _m("impl.mutants.layouts:HalfDebiased", "exact.one_step"),
     _m("impl.mutants.layouts:BetaPowerSwapped", "bias.step_one"),
+    # block-quantized states (impl/quantized.py)
+    _m("impl.mutants.quantized:UnsortedMap", "exact.one_step"),
+    _m("impl.mutants.quantized:TruncatedCode", "exact.one_step"),
+    _m("impl.mutants.quantized:NeighbourAbsmax", "exact.one_step"),
     # input handling
     _m("impl.mutants.input:NoValidation", "input.validation"),
     _m("impl.mutants.input:AssertValidation", "input.validation"),
