@@ -120,6 +120,12 @@ class StateLayout:
     note: str = ""
     #: whether read_state gives the spec's state at all (False: keys the suite does not know)
     readable: bool = True
+    #: the state key of a Kahan compensation the target keeps beside each parameter, in its
+    #: dtype: the parameter's value is the pair's sum, p + state[key] (docs/precision-techniques.md)
+    compensation: str | None = None
+    #: how the target rounds its result to the parameter's dtype: "nearest", or "stochastic"
+    #: (found from behaviour: equal elements given equal steps end apart)
+    rounding: str = "nearest"
 
     @property
     def counter(self) -> str:
@@ -146,6 +152,11 @@ class StateLayout:
         state = f"moments {self.moments}" if self.readable else \
             "not readable in the spec's terms (read_state gives None)"
         parts = [state, counter, *([names] if names else [])]
+        if self.compensation is not None:
+            parts.append("parameters Kahan-compensated (judged as p + "
+                         f"state['{self.compensation}'])")
+        if self.rounding == "stochastic":
+            parts.append("parameters rounded stochastically to their dtype")
         text = ", ".join(parts) + f" ({self.source})"
         if self.note:
             text += f"; {self.note}"

@@ -60,14 +60,33 @@ DECODED = tuple(_FACTORS)
 _DETECTED: dict[tuple[int, str, str, str], tuple[Any, StateLayout]] = {}
 
 
+#: Keys whose detection is under way: what a probe asks of the layout meanwhile is the default.
+_PROBING: set[tuple[int, str, str, str]] = set()
+
+
 def of(cfg: Config) -> StateLayout:
     """The target's layout: declared by its adapter, else detected (once per target)."""
     key = (id(cfg.adapter), cfg.dtype, cfg.device, cfg.model.rule_name)
     known = _DETECTED.get(key)
     if known is None or known[0] is not cfg.adapter:
-        known = (cfg.adapter, detect(cfg))
+        _PROBING.add(key)
+        try:
+            known = (cfg.adapter, detect(cfg))
+        finally:
+            _PROBING.discard(key)
         _DETECTED[key] = known
     return known[1]
+
+
+def rounding(cfg: Config) -> str:
+    """How the target rounds its results to bf16/fp16 parameters ("nearest" or "stochastic",
+    StateLayout.rounding); "nearest" for finer parameters, and while its layout is probed."""
+    from adamw_conformance.spec.formats import format_of
+
+    key = (id(cfg.adapter), cfg.dtype, cfg.device, cfg.model.rule_name)
+    if key in _PROBING or format_of(cfg.dtype).precision >= 24:
+        return "nearest"
+    return of(cfg).rounding
 
 
 def detect(cfg: Config) -> StateLayout:
@@ -178,20 +197,15 @@ def translates(run: Any) -> bool:
 # --- the probe ----------------------------------------------------------------------------------
 
 def _probe(cfg: Config) -> StateLayout:
+    from adamw_conformance.core import stochastic
     from adamw_conformance.core.strategies import typical_hyper
 
     hyper = typical_hyper(cfg.model.rule_name)
-    setup = Setup([GroupSetup([np.array(_THETA)], hyper)], cfg.dtype, cfg.device)
-    run = calls.guarded("creating the optimizer", cfg.adapter.create, setup,
-                        timeout=cfg.timeout)
+    run, snaps, reads, comp = _observe(cfg, hyper, None)
+    if comp is not None:
+        # the reads above met the compensation as a key they do not know: read again, told
+        run, snaps, reads, _ = _observe(cfg, hyper, comp)
     seen = capability(run, "scalars")
-    snaps = [_scalars(cfg, run) if seen else {}]
-    reads: list[ParamState | None] = []
-    for g in _GRADS:
-        calls.step(cfg, run, [np.array(g)])
-        snaps.append(_scalars(cfg, run) if seen else {})
-        reads.append(calls.guarded("read_state()", run.read_state, 0, timeout=cfg.timeout)
-                     if capability(run, "read_state") else None)
     counters = _counters(snaps)
     changing = [p for p in snaps[2] if p not in counters and p[0] != "attribute"
                 and p in snaps[1] and snaps[1][p] != snaps[2][p]]
@@ -204,8 +218,35 @@ def _probe(cfg: Config) -> StateLayout:
     if capability(run, "state_keys"):
         keys = calls.guarded("state_keys()", run.state_keys, 0, timeout=cfg.timeout) or {}
         names = tuple(sorted(keys.items()))
+    rounding = "stochastic" if stochastic.detect(cfg) else "nearest"
     return StateLayout(moments, tuple(counters) if seen else (REPORTED,), names,
-                       "detected", refused, note, readable=reads[-1] is not None)
+                       "detected", refused, note, readable=reads[-1] is not None,
+                       compensation=comp, rounding=rounding)
+
+
+def _observe(cfg: Config, hyper: Mapping[str, float], comp: str | None
+             ) -> tuple[Any, list[dict[Place, float]], list[ParamState | None], str | None]:
+    """The probe's two steps on a fresh run (told the compensation `comp`, if any): the
+    scalars before and after each, the state read after each, and the key of a Kahan
+    compensation the target's unnamed state shows (core/compensation.py)."""
+    from adamw_conformance.core import compensation
+
+    setup = Setup([GroupSetup([np.array(_THETA)], hyper)], cfg.dtype, cfg.device)
+    run = calls.guarded("creating the optimizer", cfg.adapter.create, setup,
+                        timeout=cfg.timeout)
+    if comp is not None and capability(run, "use_layout"):
+        run.use_layout(StateLayout(compensation=comp))
+    seen = capability(run, "scalars")
+    snaps = [_scalars(cfg, run) if seen else {}]
+    reads: list[ParamState | None] = []
+    candidates: list[dict[str, bool]] = []
+    for g in _GRADS:
+        calls.step(cfg, run, [np.array(g)])
+        snaps.append(_scalars(cfg, run) if seen else {})
+        reads.append(calls.guarded("read_state()", run.read_state, 0, timeout=cfg.timeout)
+                     if capability(run, "read_state") else None)
+        candidates.append(compensation.candidates(cfg, run))
+    return run, snaps, reads, compensation.choose(candidates)
 
 
 def _scalars(cfg: Config, run: Any) -> dict[Place, float]:
