@@ -28,8 +28,9 @@ class KahanCompensationNotSaved(KahanAdamW):
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
-        for st in sd["state"].values():
-            st.pop("kahan_comp", None)
+        # (torch's state_dict hands out the live state dicts: copy, not pop)
+        sd["state"] = {k: {n: x for n, x in st.items() if n != "kahan_comp"}
+                       for k, st in sd["state"].items()}
         return sd
 
     def value(self, p: torch.Tensor, state: dict) -> torch.Tensor:
