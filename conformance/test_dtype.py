@@ -8,6 +8,7 @@ from adamw_conformance.core import checks, replay
 from adamw_conformance.core.precision import LOW_DTYPES as LOW
 from adamw_conformance.core.precision import compute_verdict, within_compute
 from adamw_conformance.core.strategies import representable, step_cases
+from adamw_conformance.spec.formats import format_of
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -149,7 +150,7 @@ def test_compensation(cfg, record_property):
         from adamw_conformance.core import calls
         calls.step(cfg, run, case.grads)
         after = run.params()[0]
-        miss, _ = compensation.judge(cfg, before, high, case.grads[0], case.states[0],
+        miss, worst = compensation.judge(cfg, before, high, case.grads[0], case.states[0],
                                      case.hyper, after)
         assert miss is None, (
             f"dtype.compensation: {cfg.adapter.name} ({cfg.dtype}, compensated by "
@@ -160,7 +161,11 @@ def test_compensation(cfg, record_property):
             f"compensation dropped or not carried into the next step misses by the low part\n"
             f"  reproduce:\n    {checks.reproduction(cfg, 'dtype.compensation')}")
         seen["steps"] += 1
+        seen["worst"] = max(seen.get("worst", 0.0), worst)
 
     steps()
-    record_property("compensation", f"state['{key}']: {seen['steps']} steps within the "
-                                    "compensated store's bound")
+    held = (f"state['{key}']: {seen['steps']} steps within the compensated store's bound; the "
+            f"pairs held {compensation.bits(seen.get('worst', 0.0)):.1f} significand bits "
+            f"({cfg.dtype} alone: {format_of(cfg.dtype).precision})")
+    record_property("compensation", held)
+    print(f"dtype.compensation: {cfg.adapter.name} ({cfg.dtype}): {held}")

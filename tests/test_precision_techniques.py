@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from adamw_conformance.core import layout, stochastic
+from adamw_conformance.core import layout, representation, stochastic
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.targets import resolve
 from adamw_conformance.spec.formats import BFLOAT16
@@ -29,19 +29,19 @@ def bf16(target: str) -> Config:
 
 
 def test_the_representation_is_found_from_behaviour() -> None:
-    kahan, sr, plain = (layout.of(bf16(t)) for t in (KAHAN, SR, "torch.optim.AdamW"))
+    cfgs = [bf16(t) for t in (KAHAN, SR, "torch.optim.AdamW")]
+    kahan, sr, plain = (layout.of(cfg) for cfg in cfgs)
     assert (kahan.compensation, kahan.rounding) == ("kahan_comp", "nearest"), kahan
     assert "Kahan-compensated (judged as p + state['kahan_comp'])" in kahan.describe()
     assert (sr.compensation, sr.rounding) == (None, "stochastic"), sr
     assert "rounded stochastically" in sr.describe()
     assert (plain.compensation, plain.rounding) == (None, "nearest"), plain
     # the stochastic store is judged within one ulp either way: the faithful budget, 2u
-    assert bf16(SR).precision().ulps["store"] == 2 * bf16("torch.optim.AdamW").precision().ulps[
-        "store"]
+    assert cfgs[1].precision().ulps["store"] == 2 * cfgs[2].precision().ulps["store"]
 
 
 def test_neighbours_and_the_binomial_p_value() -> None:
-    lower, upper = stochastic.neighbours(np.array([1.0 + 2**-9, -1.5, 3.0 - 2**-8]), BFLOAT16)
+    lower, upper = representation.neighbours(np.array([1.0 + 2**-9, -1.5, 3.0 - 2**-8]), BFLOAT16)
     assert list(lower) == [1.0, -1.5, 3.0 - 2**-6] and list(upper) == [1.0 + 2**-7, -1.5, 3.0]
     assert stochastic.p_value(64, 512, 0.125, 0.125) == 1.0
     assert stochastic.p_value(0, 512, 0.125, 0.125) < 1e-20

@@ -18,50 +18,20 @@ exact.one_step judge it at the parameter's dtype).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
-from adamw_conformance.adapters.base import ParamState, capability
-from adamw_conformance.core import calls
+from adamw_conformance.adapters.base import ParamState
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Mismatch, compare
-from adamw_conformance.core.stochastic import neighbours
-from adamw_conformance.spec.formats import format_of
+from adamw_conformance.core.representation import neighbours, ulp
+from adamw_conformance.spec.formats import Format, format_of
 from adamw_conformance.spec.rounding_model import Bound, margin
 
 
-def candidates(cfg: Config, run: Any) -> dict[str, bool]:
-    """After one probe step: each unnamed tensor of the parameter's dtype that is within half an
-    ulp of the parameter, and whether it is nonzero."""
-    fmt = format_of(cfg.dtype)
-    if fmt.precision >= 24 or not capability(run, "unnamed_state"):
-        return {}
-    unnamed = calls.guarded("unnamed_state()", run.unnamed_state, 0, timeout=cfg.timeout) or {}
-    p = np.asarray(calls.guarded("params()", run.params, timeout=cfg.timeout)[0])
-    half = np.where(p == 0, 0.0, _half_ulp(p, fmt))
-    out = {}
-    for key, (values, dtype) in unnamed.items():
-        c = np.asarray(values, dtype=np.float64)
-        if format_of(dtype) == fmt and c.shape == p.shape and bool(np.all(np.abs(c) <= half)):
-            out[key] = bool(np.any(c != 0))
-    return out
-
-
-def _half_ulp(x: np.ndarray, fmt: Any) -> np.ndarray:
-    _, e = np.frexp(np.abs(x))
-    return np.ldexp(1.0, np.maximum(e, fmt.emin + 1) - fmt.precision - 1)
-
-
-def choose(seen: Sequence[Mapping[str, bool]]) -> str | None:
-    """The compensation among the probe steps' candidates: a key that was one at every step and
-    nonzero at some; None where there is none."""
-    if not seen:
-        return None
-    keys = set(seen[0]).intersection(*seen[1:])
-    found = sorted(k for k in keys if any(s[k] for s in seen))
-    return found[0] if found else None
+def _half_ulp(x: np.ndarray, fmt: Format) -> np.ndarray:
+    return ulp(x, fmt) / 2
 
 
 def low_parts(high: np.ndarray, dtype: str, rng: np.random.Generator) -> np.ndarray:
@@ -74,12 +44,13 @@ def low_parts(high: np.ndarray, dtype: str, rng: np.random.Generator) -> np.ndar
 
 def judge(cfg: Config, before: np.ndarray, high: np.ndarray, grad: np.ndarray,
           state: ParamState, hyper: Mapping[str, float], after: np.ndarray
-          ) -> tuple[Mismatch | None, Bound]:
+          ) -> tuple[Mismatch | None, float]:
     """The compensated step `before` -> `after` (pair values; `high` the high parts `before`
     was made from) against the compensated store's bound: the spec's bound of the arithmetic (no
     final store to the parameter's dtype) plus one rounding to it of what the high part does not
     hold. The high part the target stores is `before` rounded to nearest, no farther from it
-    than `high`: |x' - p| <= |x' - x| + ulp(high) / 2."""
+    than `high`: |x' - p| <= |x' - x| + ulp(high) / 2. Also gives the worst relative error of
+    the pairs (the precision they held)."""
     fmt = format_of(cfg.dtype)
     prec = cfg.precision(state.dtype)
     compute_only = replace(prec, param=prec.compute)
@@ -91,4 +62,13 @@ def judge(cfg: Config, before: np.ndarray, high: np.ndarray, grad: np.ndarray,
     store = (fmt.u * rest + fmt.eta / 2) * margin(1, fmt.u)
     b = bounds["theta"]
     total = Bound(np.where(b.in_domain, b.value + store, np.inf), b.in_domain, b.sensitivity)
-    return compare("theta", after, exact["theta"], total, cfg.dtype), total
+    nonzero = x_new != 0
+    worst = float(np.max(np.abs(after - x_new)[nonzero] / np.abs(x_new[nonzero]),
+                         initial=0.0))
+    return compare("theta", after, exact["theta"], total, cfg.dtype), worst
+
+
+def bits(worst: float) -> float:
+    """A worst relative error as the significand bits it leaves (a measurement, not a verdict:
+    the float64 oracle value it is computed from is itself good to 53 bits)."""
+    return 53.0 if worst <= 2.0**-53 else -float(np.log2(worst))

@@ -38,7 +38,7 @@ from adamw_conformance.adapters.base import (
     capability,
     where,
 )
-from adamw_conformance.core import calls, record
+from adamw_conformance.core import calls, record, representation, technique_probe
 from adamw_conformance.core.config import Config
 from adamw_conformance.spec.rules.adam import DEBIASING
 from adamw_conformance.spec.symbols import beta1, beta2, t
@@ -60,33 +60,16 @@ DECODED = tuple(_FACTORS)
 _DETECTED: dict[tuple[int, str, str, str], tuple[Any, StateLayout]] = {}
 
 
-#: Keys whose detection is under way: what a probe asks of the layout meanwhile is the default.
-_PROBING: set[tuple[int, str, str, str]] = set()
-
-
 def of(cfg: Config) -> StateLayout:
     """The target's layout: declared by its adapter, else detected (once per target)."""
     key = (id(cfg.adapter), cfg.dtype, cfg.device, cfg.model.rule_name)
     known = _DETECTED.get(key)
     if known is None or known[0] is not cfg.adapter:
-        _PROBING.add(key)
-        try:
-            known = (cfg.adapter, detect(cfg))
-        finally:
-            _PROBING.discard(key)
+        known = (cfg.adapter, detect(cfg))
         _DETECTED[key] = known
+        # the precision profile reads it (core/config.py): a stochastic store's budget
+        representation.note_rounding(cfg, known[1].rounding)
     return known[1]
-
-
-def rounding(cfg: Config) -> str:
-    """How the target rounds its results to bf16/fp16 parameters ("nearest" or "stochastic",
-    StateLayout.rounding); "nearest" for finer parameters, and while its layout is probed."""
-    from adamw_conformance.spec.formats import format_of
-
-    key = (id(cfg.adapter), cfg.dtype, cfg.device, cfg.model.rule_name)
-    if key in _PROBING or format_of(cfg.dtype).precision >= 24:
-        return "nearest"
-    return of(cfg).rounding
 
 
 def detect(cfg: Config) -> StateLayout:
@@ -197,7 +180,6 @@ def translates(run: Any) -> bool:
 # --- the probe ----------------------------------------------------------------------------------
 
 def _probe(cfg: Config) -> StateLayout:
-    from adamw_conformance.core import stochastic
     from adamw_conformance.core.strategies import typical_hyper
 
     hyper = typical_hyper(cfg.model.rule_name)
@@ -218,7 +200,7 @@ def _probe(cfg: Config) -> StateLayout:
     if capability(run, "state_keys"):
         keys = calls.guarded("state_keys()", run.state_keys, 0, timeout=cfg.timeout) or {}
         names = tuple(sorted(keys.items()))
-    rounding = "stochastic" if stochastic.detect(cfg) else "nearest"
+    rounding = "stochastic" if technique_probe.rounds_stochastically(cfg) else "nearest"
     return StateLayout(moments, tuple(counters) if seen else (REPORTED,), names,
                        "detected", refused, note, readable=reads[-1] is not None,
                        compensation=comp, rounding=rounding)
@@ -229,8 +211,6 @@ def _observe(cfg: Config, hyper: Mapping[str, float], comp: str | None
     """The probe's two steps on a fresh run (told the compensation `comp`, if any): the
     scalars before and after each, the state read after each, and the key of a Kahan
     compensation the target's unnamed state shows (core/compensation.py)."""
-    from adamw_conformance.core import compensation
-
     setup = Setup([GroupSetup([np.array(_THETA)], hyper)], cfg.dtype, cfg.device)
     run = calls.guarded("creating the optimizer", cfg.adapter.create, setup,
                         timeout=cfg.timeout)
@@ -245,8 +225,8 @@ def _observe(cfg: Config, hyper: Mapping[str, float], comp: str | None
         snaps.append(_scalars(cfg, run) if seen else {})
         reads.append(calls.guarded("read_state()", run.read_state, 0, timeout=cfg.timeout)
                      if capability(run, "read_state") else None)
-        candidates.append(compensation.candidates(cfg, run))
-    return run, snaps, reads, compensation.choose(candidates)
+        candidates.append(technique_probe.compensation_candidates(cfg, run))
+    return run, snaps, reads, technique_probe.compensation(candidates)
 
 
 def _scalars(cfg: Config, run: Any) -> dict[Place, float]:
@@ -300,3 +280,8 @@ def _matches(cfg: Config, hyper: Mapping[str, float], reads: Sequence[ParamState
                     return False
             before = {name: getattr(got, name) for name in _FACTORS}
     return True
+
+
+# A run the suite created is told its layout before its parameters are read (a Kahan pair is
+# read as its sum): calls cannot import this module, which imports it.
+calls.before_params = bind

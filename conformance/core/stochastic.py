@@ -18,54 +18,12 @@ import numpy as np
 from adamw_conformance.adapters.base import GroupSetup, ParamState, Setup
 from adamw_conformance.core import calls
 from adamw_conformance.core.config import Config
+from adamw_conformance.core.representation import neighbours
 from adamw_conformance.spec.formats import Format, format_of
 
 #: The probability that dtype.stochastic_rounding fails a correct stochastic rounding in one run
 #: (all its tests together: each is run at ALPHA / their number).
 ALPHA = 1e-6
-
-#: The detection probe: equal elements, one equal step that lands between two representable
-#: numbers, 3/8 of the way from 1 up to the next one for half of them, 3/4 of the way from the
-#: one below 1 for the other half: rounding to nearest stores one value per half, stochastic
-#: rounding two (all alike by chance with probability 0.625^64 + 0.375^64 < 1e-13 and
-#: 0.75^64 + 0.25^64 < 1e-7; a rounding biased one way still spreads one of the halves).
-_PROBE_ELEMENTS = 64
-
-
-def _ulp(x: np.ndarray, fmt: Format) -> np.ndarray:
-    """The spacing of `fmt` around x (normal range; the subnormal spacing below it)."""
-    _, e = np.frexp(np.abs(x))
-    return np.ldexp(1.0, np.maximum(e, fmt.emin + 1) - fmt.precision)
-
-
-def neighbours(x: np.ndarray, fmt: Format) -> tuple[np.ndarray, np.ndarray]:
-    """The representable numbers of `fmt` just below and just above x (equal where x is one)."""
-    ulp = _ulp(x, fmt)
-    lower = np.floor(x / ulp) * ulp
-    upper = np.where(lower == x, x, lower + ulp)
-    return lower, upper
-
-
-def detect(cfg: Config) -> bool:
-    """Whether the target stores bf16/fp16 results by stochastic rounding: equal elements given
-    an equal step that ends between two representable numbers end apart."""
-    from adamw_conformance.core.strategies import typical_hyper
-
-    fmt = format_of(cfg.dtype)
-    if fmt.precision >= 24:  # float32 and float64 parameters are the arithmetic's own format
-        return False
-    hyper = {**typical_hyper(cfg.model.rule_name), "weight_decay": 0.0}
-    # the step at t=1 is lr g/(|g| + eps) ~ lr: 3/8 of the ulp above 1, 3/4 of the one below
-    hyper["lr"] = 3 * 2.0 ** (-fmt.precision - 2)
-    ones = np.ones(2 * _PROBE_ELEMENTS)
-    grads = np.repeat([-1.0, 1.0], _PROBE_ELEMENTS)
-    setup = Setup([GroupSetup([ones], hyper)], cfg.dtype, cfg.device)
-    run = calls.guarded("creating the optimizer", cfg.adapter.create, setup, timeout=cfg.timeout)
-    calls.step(cfg, run, [grads])
-    after = np.asarray(calls.guarded("params()", run.params, timeout=cfg.timeout)[0])
-    halves = after[:_PROBE_ELEMENTS], after[_PROBE_ELEMENTS:]
-    return any(len(np.unique(h)) > 1 for h in halves)
-
 
 def rounds_stochastically(cfg: Config) -> bool:
     from adamw_conformance.core import layout
