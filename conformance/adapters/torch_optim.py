@@ -241,6 +241,11 @@ class TorchOptimizerRun:
         x = to_numpy(self.tensors[i])
         return x if comp is None else x + to_numpy(comp)
 
+    def stored_params(self) -> list[np.ndarray]:
+        """The parameters as the model holds them (a Kahan pair's high part): what a user saves
+        with the model beside the optimizer's state dict."""
+        return [to_numpy(p) for p in self.tensors]
+
     def unnamed_state(self, i: int) -> dict[str, tuple[np.ndarray, str]]:
         """The tensors of parameter i's shape in its state under keys the suite has no name
         for, with their dtype: the layout probe looks among them for a Kahan compensation."""

@@ -62,9 +62,11 @@ def judge(cfg: Config, before: np.ndarray, high: np.ndarray, grad: np.ndarray,
     store = (fmt.u * rest + fmt.eta / 2) * margin(1, fmt.u)
     b = bounds["theta"]
     total = Bound(np.where(b.in_domain, b.value + store, np.inf), b.in_domain, b.sensitivity)
-    nonzero = x_new != 0
-    worst = float(np.max(np.abs(after - x_new)[nonzero] / np.abs(x_new[nonzero]),
-                         initial=0.0))
+    # relative to the larger of the old and new values: a step that nearly cancels the value
+    # leaves a result whose own magnitude says nothing of the pair's precision
+    scale = np.maximum(np.abs(x_new), np.abs(before))
+    nonzero = scale != 0
+    worst = float(np.max(np.abs(after - x_new)[nonzero] / scale[nonzero], initial=0.0))
     return compare("theta", after, exact["theta"], total, cfg.dtype), worst
 
 

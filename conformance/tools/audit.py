@@ -50,6 +50,15 @@ AUDITS = (
     Audit("keras-adamw-bfloat16", "keras-adamw", "bfloat16",
           "keras.optimizers.AdamW, its conventions declared (eps=hat, counter=group)",
           ("--conventions=eps=hat,counter=group",)),
+    # the precision techniques (docs/precision-techniques.md); optional libraries, not in .[all]
+    Audit("optimi-adamw-bfloat16", "optimi.AdamW(triton=False)", "bfloat16",
+          "optimi.AdamW (torch-optimi 0.3.3): Kahan summation, on by default for bfloat16; its "
+          "counter and moments declared (counter=global, moments=debiased); triton=False (its "
+          "Triton path is picked on CPU tensors: reports/third-party.md)",
+          ("--conventions=counter=global,moments=debiased",)),
+    Audit("torchao-adamw-sr-bfloat16", "torchao.optim._AdamW(bf16_stochastic_round=True)",
+          "bfloat16", "torchao.optim._AdamW(bf16_stochastic_round=True) (torchao 0.18.0): "
+          "stochastic rounding of the bfloat16 parameters; its step torch.compile'd"),
 )
 
 
