@@ -165,7 +165,9 @@ def test_compensation(cfg, record_property):
 
     steps()
     held = (f"state['{key}']: {seen['steps']} steps within the compensated store's bound; the "
-            f"pairs held {compensation.bits(seen.get('worst', 0.0)):.1f} significand bits "
-            f"({cfg.dtype} alone: {format_of(cfg.dtype).precision})")
+            f"pairs held {compensation.bits(seen.get('worst', 0.0)):.1f} significand bits at "
+            f"worst (relative to the larger of the old and new values, the moments' own "
+            f"rounding included; a {cfg.dtype} store alone keeps "
+            f"{format_of(cfg.dtype).precision})")
     record_property("compensation", held)
     print(f"dtype.compensation: {cfg.adapter.name} ({cfg.dtype}): {held}")
