@@ -14,11 +14,12 @@ from adamw_conformance.core.config import Config
 from adamw_conformance.core.representation import ulp
 from adamw_conformance.spec.formats import format_of
 
-#: The detection probe: equal elements, one equal step that lands between two representable
-#: numbers, 3/8 of the way from 1 up to the next one for half of them, 3/4 of the way from the
-#: one below 1 for the other half: rounding to nearest stores one value per half, stochastic
-#: rounding two (all alike by chance with probability 0.625^64 + 0.375^64 < 1e-13 and
-#: 0.75^64 + 0.25^64 < 1e-7; a rounding biased one way still spreads one of the halves).
+#: The detection probe: elements equal to 1, one equal step that lands between two
+#: representable numbers, 3/8 of the way from 1 up to the next one for half of them, a quarter
+#: of the way up from the number below 1 for the other half: rounding to nearest stores one
+#: value per half, stochastic rounding two (all alike by chance with probability
+#: 0.625^64 + 0.375^64 < 1e-13 and 0.75^64 + 0.25^64 < 1e-7; a rounding biased one way still
+#: spreads one of the halves).
 _PROBE_ELEMENTS = 64
 
 
@@ -32,6 +33,7 @@ def rounds_stochastically(cfg: Config) -> bool:
         return False
     hyper = {**typical_hyper(cfg.model.rule_name), "weight_decay": 0.0}
     # the step at t=1 is lr g/(|g| + eps) ~ lr: 3/8 of the ulp above 1, 3/4 of the one below
+    # (g = -1 steps up, g = +1 down)
     hyper["lr"] = 3 * 2.0 ** (-fmt.precision - 2)
     ones = np.ones(2 * _PROBE_ELEMENTS)
     grads = np.repeat([-1.0, 1.0], _PROBE_ELEMENTS)
