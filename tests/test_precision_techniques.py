@@ -14,6 +14,7 @@ from adamw_conformance.core import layout, representation, stochastic
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.targets import resolve
 from adamw_conformance.spec.formats import BFLOAT16
+from adamw_conformance.spec.rounding_model import store_budget
 
 from tests.suite import run_suite
 
@@ -37,7 +38,10 @@ def test_the_representation_is_found_from_behaviour() -> None:
     assert "rounded stochastically" in sr.describe()
     assert (plain.compensation, plain.rounding) == (None, "nearest"), plain
     # the stochastic store is judged within one ulp either way: the faithful budget, 2u
-    assert cfgs[1].precision().ulps["store"] == 2 * cfgs[2].precision().ulps["store"]
+    assert store_budget(cfgs[1].precision(), "param") == 2 * store_budget(cfgs[2].precision(),
+                                                                          "param")
+    assert store_budget(cfgs[1].precision(), "state") == store_budget(cfgs[2].precision(),
+                                                                      "state")
 
 
 def test_neighbours_and_the_binomial_p_value() -> None:

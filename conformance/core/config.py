@@ -37,9 +37,10 @@ class Config:
 
     def precision(self, state_dtype: str | None = None) -> Precision:
         # A stochastic rounding stores one of the two neighbours of its result: within one ulp
-        # either way, 2u relative, the budget of a faithful rounding (docs/precision-techniques.md)
+        # either way, 2u relative, the budget of a faithful rounding, for the parameters' store
+        # only (the state is rounded to nearest; docs/precision-techniques.md)
         stochastic = representation.rounding(self) == "stochastic"
-        ulps = {**IEEE_ULPS, "store": 2} if stochastic else IEEE_ULPS
+        ulps = {**IEEE_ULPS, "store_param": 2} if stochastic else IEEE_ULPS
         return Precision.of(self.dtype, state=state_dtype or self.dtype,
                             compute=self.compute or opmath(Precision.of(self.dtype).param).name,
                             hyper=format_of(self.hyper) if self.hyper else None,
