@@ -25,7 +25,9 @@ from adamw_conformance.spec.formats import Format, format_of
 #: (all its tests together: each is run at ALPHA / their number).
 ALPHA = 1e-6
 
+
 def rounds_stochastically(cfg: Config) -> bool:
+    """Whether the layout probe found the target rounding its parameters stochastically."""
     from adamw_conformance.core import layout
     return layout.of(cfg).rounding == "stochastic"
 
@@ -101,7 +103,9 @@ def experiment(cfg: Config) -> tuple[list[Finding], int]:
 
     fmt = format_of(cfg.dtype)
     classes = _classes()
-    hyper = {**typical_hyper(cfg.model.rule_name), "weight_decay": 0.0, "lr": 2.0**-11}
+    hyper = {**typical_hyper(cfg.model.rule_name), "lr": 2.0**-11}
+    if "weight_decay" in hyper:  # the step then does not depend on theta (see _exact)
+        hyper["weight_decay"] = 0.0
     theta = np.concatenate([np.full(CLASS_SIZE, c) for c, _ in classes]
                            + [np.linspace(-6.0, 6.0, CLASS_SIZE)])
     grads = np.concatenate([np.full(CLASS_SIZE, g) for _, g in classes]

@@ -31,7 +31,9 @@ def rounds_stochastically(cfg: Config) -> bool:
     fmt = format_of(cfg.dtype)
     if fmt.precision >= 24:  # float32 and float64 parameters are the arithmetic's own format
         return False
-    hyper = {**typical_hyper(cfg.model.rule_name), "weight_decay": 0.0}
+    hyper = typical_hyper(cfg.model.rule_name)
+    if "weight_decay" in hyper:
+        hyper["weight_decay"] = 0.0
     # the step at t=1 is lr g/(|g| + eps) ~ lr: 3/8 of the ulp above 1, 3/4 of the one below
     # (g = -1 steps up, g = +1 down)
     hyper["lr"] = 3 * 2.0 ** (-fmt.precision - 2)
