@@ -2,15 +2,16 @@
 compensation c in the same dtype holds the value p + c, which the suite judges
 (docs/precision-techniques.md).
 
-Found from behaviour: among the tensors of the parameter's shape kept under keys the suite has
-no name for (`unnamed_state`), a compensation is one in the parameter's dtype that is, after every
-probe step, within half an ulp of p (|c| <= ulp(p) / 2, so that p is p + c rounded) and not zero
-after some step (the probe's steps end between representable numbers).
+Found from behaviour (core/technique_probe.py): among the tensors of the parameter's shape
+kept under keys the suite has no name for (`unnamed_state`), a compensation is one in the
+parameter's dtype that is, after every probe step, within half an ulp of p (|c| <= ulp(p) / 2,
+so that p is p + c rounded) and not zero after some step (the probe's steps end between
+representable numbers).
 
 Its store model, in the spec's precision model: the compensated store rounds only what the high
 part does not hold, once, to the parameter's format: the pair's result x' is off by at most
 u |x' - p| + eta / 2 beyond the arithmetic's own bound, with p the old high part, and
-|x' - p| <= |x' - x| + ulp(x) / 2 for the old pair value x. dtype.compensation judges a step
+|x' - p| <= |x' - x| + ulp(p) / 2 for the old pair value x. dtype.compensation judges a step
 from a pair with a nonzero low part against that bound (weight_decay 0: a decay applied to the
 high part alone, as optimi applies it, rounds outside the compensation; dtype.precision and
 exact.one_step judge it at the parameter's dtype).

@@ -12,6 +12,8 @@ from a fresh state with known gradients.
   from the target's own first state; the form both steps match is the layout. Where neither
   does (a target whose moments are wrong) they are read as stored, and the properties judge
   them.
+- A Kahan compensation beside the parameter, and a stochastic rounding into it, are found by
+  the probes of core/technique_probe.py (docs/precision-techniques.md).
 
 Reading decodes the stored state to the spec's (m = mh (1 - b1^t), at the target's own
 counter); replay encodes the spec's state into the target's form (mh = m / (1 - b1^t)).
@@ -210,7 +212,7 @@ def _observe(cfg: Config, hyper: Mapping[str, float], comp: str | None
              ) -> tuple[Any, list[dict[Place, float]], list[ParamState | None], str | None]:
     """The probe's two steps on a fresh run (told the compensation `comp`, if any): the
     scalars before and after each, the state read after each, and the key of a Kahan
-    compensation the target's unnamed state shows (core/compensation.py)."""
+    compensation the target's unnamed state shows (core/technique_probe.py)."""
     setup = Setup([GroupSetup([np.array(_THETA)], hyper)], cfg.dtype, cfg.device)
     run = calls.guarded("creating the optimizer", cfg.adapter.create, setup,
                         timeout=cfg.timeout)
