@@ -8,6 +8,7 @@ from adamw_conformance.core import checks, replay
 from adamw_conformance.core.precision import LOW_DTYPES as LOW
 from adamw_conformance.core.precision import compute_verdict, within_compute
 from adamw_conformance.core.strategies import representable, step_cases
+from adamw_conformance.spec.formats import format_of
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -68,3 +69,106 @@ def test_precision(cfg, record_property):
     verdict = compute_verdict(seen, cfg.dtype, declared).text
     record_property("effective_compute", verdict)
     print(f"dtype.precision: {cfg.adapter.name} ({cfg.dtype}): {verdict}")
+
+
+def test_stochastic_rounding(cfg, record_property):
+    """A target that rounds its bf16/fp16 parameters stochastically rounds without bias.
+
+    Stochastic rounding is not a bound: a stored parameter is one of the two neighbours of the
+    float32 result x, the upper with probability (x - lower) / (upper - lower). Whether a target
+    rounds so is found from behaviour (equal elements given an equal step end apart; the header
+    names it). The experiment (core/stochastic.py) steps 512 elements per class (four binades,
+    either sign, stepped up or down, an update of an eighth to a sixty-fourth of an ulp) 8 times
+    and tests, per class, that the probability of the upper neighbour equals the fraction
+    (binomial test), that over the 8 steps the mean change equals the update (which rounding to
+    nearest loses), that two steps' roundings are independent (a random draw reused fails it),
+    and that a result that is representable (a zero-gradient class) never moves. The binomial
+    tests run at a false-alarm rate of ALPHA (1e-6) for the whole run, Bonferroni-corrected
+    (docs/precision-techniques.md). A target that rounds to nearest is skipped, saying so.
+    """
+    from adamw_conformance.core import stochastic
+
+    if cfg.dtype not in LOW:
+        pytest.skip(f"dtype.stochastic_rounding is about bfloat16/float16 parameters; "
+                    f"--dtype={cfg.dtype}")
+    if not stochastic.rounds_stochastically(cfg):
+        pytest.skip(f"{cfg.adapter.name} rounds its {cfg.dtype} parameters to nearest (equal "
+                    "elements given an equal step stay equal): no stochastic rounding to test")
+    findings, tests = stochastic.experiment(cfg)
+    failed = [f for f in findings if not f.ok]
+    record_property("stochastic_rounding", f"{len(findings) - len(failed)} of {tests} tests "
+                                           "passed")
+    assert not failed, (
+        f"dtype.stochastic_rounding: {cfg.adapter.name} ({cfg.dtype}) rounds stochastically, "
+        f"and {len(failed)} of {tests} tests of its rounding fail (false-alarm rate "
+        f"{stochastic.ALPHA:g} for the run):\n"
+        + "\n".join(f"  {f.test}: {f.text}" for f in failed[:6])
+        + f"\n  reproduce:\n    {checks.reproduction(cfg, 'dtype.stochastic_rounding')}")
+    print(f"dtype.stochastic_rounding: {cfg.adapter.name} ({cfg.dtype}): unbiased, "
+          f"{tests} tests passed")
+
+
+def test_compensation(cfg, record_property):
+    """A Kahan-compensated target holds the pair's precision: from a pair with a low part.
+
+    Where the target keeps a compensation c beside each bf16/fp16 parameter p (found from
+    behaviour; the header names it), every property judges the pair's value p + c. Here a step
+    from a replayed state whose parameters are pairs with a nonzero low part is judged against
+    the compensated store's bound (core/compensation.py): the spec's bound of the arithmetic
+    plus one rounding, to the parameter's dtype, of what the high part does not hold; a
+    compensation dropped or not carried into the next step misses by the low part, up to half
+    an ulp, far outside it. weight_decay is 0: a decay applied to the high part alone rounds
+    outside the compensation (dtype.precision and exact.one_step judge it). A target without a
+    compensation is skipped, saying so.
+    """
+    from adamw_conformance.core import compensation, layout
+
+    if cfg.dtype not in LOW:
+        pytest.skip(f"dtype.compensation is about bfloat16/float16 parameters; --dtype={cfg.dtype}")
+    key = layout.of(cfg).compensation
+    if key is None:
+        pytest.skip(f"{cfg.adapter.name} keeps no Kahan compensation beside its {cfg.dtype} "
+                    "parameters (none found from behaviour): dtype.precision judges them")
+    if not replay.can_replay(cfg):
+        pytest.skip(f"dtype.compensation replays a pair with a low part: {replay.refusal(cfg)}")
+    seen = {"steps": 0}
+
+    @given(data=st.data())
+    def steps(data):
+        case = data.draw(step_cases(cfg.dtype, cfg.device, fresh=False, decay=False),
+                         label="case")
+        if "weight_decay" in case.hyper:
+            case.hyper["weight_decay"] = 0.0
+        # at t=0 replay would create a fresh run, which cannot hold a low part; zero moments
+        # after one step are reachable (a zero gradient)
+        case.states[0].step = max(case.states[0].step, 1)
+        high = case.setup.groups[0].params[0]
+        before = high + compensation.low_parts(high, cfg.dtype,
+                                               np.random.default_rng(case.seed))
+        case.setup.groups[0].params[0] = before
+        run = replay.prepare(cfg, case.setup, [before], case.states)
+        assert run is not None
+        from adamw_conformance.core import calls
+        calls.step(cfg, run, case.grads)
+        after = run.params()[0]
+        miss, worst = compensation.judge(cfg, before, high, case.grads[0], case.states[0],
+                                     case.hyper, after)
+        assert miss is None, (
+            f"dtype.compensation: {cfg.adapter.name} ({cfg.dtype}, compensated by "
+            f"state['{key}']) is outside the compensated store's bound at step "
+            f"t={case.states[0].step + 1}, from parameters p + c with a nonzero low part:\n"
+            f"  {miss.describe()}\n"
+            f"  the pair holds the value to about twice {cfg.dtype}'s precision; a "
+            f"compensation dropped or not carried into the next step misses by the low part\n"
+            f"  reproduce:\n    {checks.reproduction(cfg, 'dtype.compensation')}")
+        seen["steps"] += 1
+        seen["worst"] = max(seen.get("worst", 0.0), worst)
+
+    steps()
+    held = (f"state['{key}']: {seen['steps']} steps within the compensated store's bound; the "
+            f"pairs held {compensation.bits(seen.get('worst', 0.0)):.1f} significand bits at "
+            f"worst (relative to the larger of the old and new values, the moments' own "
+            f"rounding included; a {cfg.dtype} store alone keeps "
+            f"{format_of(cfg.dtype).precision})")
+    record_property("compensation", held)
+    print(f"dtype.compensation: {cfg.adapter.name} ({cfg.dtype}): {held}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from adamw_conformance.adapters.base import NO_NONE_GRADS, GroupSetup, ParamState, Run, Setup
-from adamw_conformance.core import bits, calls, checks, record, replay, trajectory
+from adamw_conformance.core import bits, calls, checks, record, replay, stochastic, trajectory
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import compare, format_hyper
 from adamw_conformance.core.layout import shared_counter
@@ -310,6 +310,7 @@ def test_order(cfg, hypers, order, inner, theta, g, n_steps, missing, seed):
     is elementwise, so nothing may depend on where a parameter sits (PyTorch's loop, foreach and
     fused paths all are).
     """
+    stochastic.defer(cfg, "groups.order")
     if not cfg.caps.none_grads:
         missing = [False] * len(missing)  # every parameter has a gradient
     rng = np.random.default_rng(seed)

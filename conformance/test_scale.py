@@ -12,7 +12,7 @@ import mpmath
 import numpy as np
 import pytest
 from adamw_conformance.adapters.base import GroupSetup, ParamState, Run, Setup, capability
-from adamw_conformance.core import bits, calls, checks, replay, trajectory
+from adamw_conformance.core import bits, calls, checks, replay, stochastic, trajectory
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import format_hyper
 from adamw_conformance.core.rules import L2_COUPLED, state_degree
@@ -78,6 +78,7 @@ def test_power_of_two(cfg, data):
     at the gradients' scale so that it matters. Under --conventions=eps=root (eps inside the
     square root) eps scales with 4^k, as v does.
     """
+    stochastic.defer(cfg, "scale.power_of_two")
     hyper = data.draw(hyperparameters(), label="hyper")
     if "weight_decay" in hyper and cfg.model.rule_name in L2_COUPLED:
         hyper["weight_decay"] = 0.0  # L2 decay adds wd*theta to g, which does not scale

@@ -166,6 +166,20 @@ class Terms:
         return margin(self.count, self.worst_u)
 
 
+def store_budget(prec: Precision, role: str) -> float:
+    """The budget of a store to the parameter's format (`role` "param") or the state's: a
+    profile may give the parameter's its own ("store_param": a stochastic rounding's 2, one ulp
+    either way), else both take "store"."""
+    store = prec.ulps.get("store", 1)
+    return prec.ulps.get("store_param", store) if role == "param" else store
+
+
+def _budget(prec: Precision, n: Node) -> float:
+    if n.kind == "store" and n.role in ("param", "state"):
+        return store_budget(prec, n.role)
+    return prec.ulps.get(_KIND_BUDGET.get(n.kind, "add"), 1)
+
+
 def rounding_terms(graph: Graph, prec: Precision, scalar: Format) -> Terms:
     """Every rounding of `graph` under `prec`, with scalar arithmetic in `scalar`, in graph order
     (the casts of scalar operands last): the order both engines sum them in."""
@@ -184,7 +198,7 @@ def rounding_terms(graph: Graph, prec: Precision, scalar: Format) -> Terms:
         fmt = unit(n, scalar, prec)
         if fmt is not None:
             r = rounding_count(n)
-            budget = prec.ulps.get(_KIND_BUDGET.get(n.kind, "add"), 1) * r
+            budget = _budget(prec, n) * r
             nary = n.kind == "add" and len(n.children) > 2
             terms.append(Rounding(x, budget * fmt.u, r * fmt.eta, nary, None))
             count += r
@@ -245,7 +259,8 @@ def output_model(graph: Graph, name: str, prec: Precision, terms: Terms) -> Outp
     count, worst_u = terms.count, terms.worst_u
     store = None
     if graph.nodes[root].kind != "store" and fmt.precision < prec.compute.precision:
-        store = Rounding(root, prec.ulps.get("store", 1) * fmt.u, fmt.eta, False, None)
+        role = "param" if name == "theta" else "state"
+        store = Rounding(root, store_budget(prec, role) * fmt.u, fmt.eta, False, None)
         count += 1
         worst_u = max(worst_u, fmt.u)
     return OutputModel(fmt, store, margin(count, worst_u))
@@ -264,5 +279,6 @@ def domain_limit(n: Node, prec: Precision) -> float:
 
 
 __all__ = ["IEEE_ULPS", "Precision", "Bound", "rounding_count", "unit", "Rounding", "Terms",
+           "store_budget",
            "rounding_terms", "rounding_error", "margin", "output_format", "OutputModel",
            "output_model", "domain_limit"]

@@ -136,6 +136,12 @@ class StateLayout:
     #: the block-quantized states seen on a tensor large enough to be quantized, by spec name
     #: and scheme ("m: dynamic-8bit, v: dynamic-8bit"); empty: none (core/quant_probe.py)
     quantized: str = ""
+    #: the state key of a Kahan compensation the target keeps beside each parameter, in its
+    #: dtype: the parameter's value is the pair's sum, p + state[key] (docs/precision-techniques.md)
+    compensation: str | None = None
+    #: how the target rounds its result to the parameter's dtype: "nearest", or "stochastic"
+    #: (found from behaviour: equal elements given equal steps end apart)
+    rounding: str = "nearest"
 
     @property
     def counter(self) -> str:
@@ -164,6 +170,11 @@ class StateLayout:
         parts = [state, counter, *([names] if names else [])]
         if self.quantized:
             parts.append(f"block-quantized {self.quantized}")
+        if self.compensation is not None:
+            parts.append("parameters Kahan-compensated (judged as p + "
+                         f"state['{self.compensation}'])")
+        if self.rounding == "stochastic":
+            parts.append("parameters rounded stochastically to their dtype")
         text = ", ".join(parts) + f" ({self.source})"
         if self.note:
             text += f"; {self.note}"
@@ -192,7 +203,12 @@ class Adapter(Protocol):
       i's step may read, by where it is kept: the layout probe finds the step counter among
       them (the one that advances by 1 per step) and refuses replay where another one changes;
     - `use_layout(StateLayout)`: read and write the state where the layout says (the counter's
-      place, the keys of the moments); called before the suite reads a run's state;
+      place, the keys of the moments, a Kahan compensation: params() then gives p + c and
+      write_params writes the pair); called before the suite reads a run's state or parameters;
+    - `unnamed_state(i) -> dict[str, tuple[np.ndarray, str]]`: the tensors of parameter i's
+      shape under keys the suite has no name for, with their dtype (the probe looks for a Kahan
+      compensation among them); `stored_params()`: the parameters as the model holds them (a
+      pair's high part), what a user restores beside the optimizer's state dict;
     - `set_lr(group, lr)`: a schedule changing a group's learning rate between steps;
     - `state_dict()` and `load_state_dict(sd)`: save and restore;
     - `amp_step(grads, scale)`: one step with mixed-precision loss scaling, `grads` already

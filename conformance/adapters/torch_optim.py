@@ -229,7 +229,35 @@ class TorchOptimizerRun:
             self.counts[i] += g is not None
 
     def params(self) -> list[np.ndarray]:
+        return [self._value(i) for i in range(len(self.tensors))]
+
+    def _compensation(self, i: int) -> torch.Tensor | None:
+        """Parameter i's Kahan compensation, where the layout names one and it exists yet."""
+        key = self.layout.compensation if self.layout is not None else None
+        comp = self.opt.state.get(self.tensors[i], {}).get(key) if key is not None else None
+        return comp if isinstance(comp, torch.Tensor) and comp.shape == self.tensors[i].shape \
+            else None
+
+    def _value(self, i: int) -> np.ndarray:
+        """Parameter i's value: the pair's sum p + c where it is Kahan-compensated (exact in
+        float64: c is below half an ulp of p, both in a format of at most 24 bits)."""
+        comp = self._compensation(i)
+        x = to_numpy(self.tensors[i])
+        return x if comp is None else x + to_numpy(comp)
+
+    def stored_params(self) -> list[np.ndarray]:
+        """The parameters as the model holds them (a Kahan pair's high part): what a user saves
+        with the model beside the optimizer's state dict."""
         return [to_numpy(p) for p in self.tensors]
+
+    def unnamed_state(self, i: int) -> dict[str, tuple[np.ndarray, str]]:
+        """The tensors of parameter i's shape in its state under keys the suite has no name
+        for, with their dtype: the layout probe looks among them for a Kahan compensation."""
+        p = self.tensors[i]
+        st = self.opt.state.get(p, {})
+        named = {key for cands in STATE_KEYS.values() for key in cands} | set(_STEP_NAMES)
+        return {str(k): (to_numpy(x), str(x.dtype).split(".")[-1]) for k, x in st.items()
+                if isinstance(x, torch.Tensor) and x.shape == p.shape and k not in named}
 
     def amp_step(self, grads: Sequence[np.ndarray | None], scale: float,
                  unscale_first: bool = False) -> None:
@@ -333,9 +361,10 @@ class TorchOptimizerRun:
         keys = {name: key for name, cands in STATE_KEYS.items()
                 if (key := _find(st, cands, p)) is not None}
         counters = {k for scope, k in self._counters(st) if scope == "parameter"}
+        comp = self.layout.compensation if self.layout is not None else None
         unknown = [k for k, x in st.items() if isinstance(x, torch.Tensor)
                    and x.shape == p.shape and k not in keys.values() and k not in _STEP_NAMES
-                   and k not in counters and k not in quantized.BNB_AUX]
+                   and k not in counters and k not in quantized.BNB_AUX and k != comp]
         if not keys or unknown:
             return None
         return st, keys
@@ -381,8 +410,13 @@ class TorchOptimizerRun:
         return True
 
     def write_params(self, i: int, values: np.ndarray) -> None:
+        """Set parameter i to `values`; a Kahan-compensated one as the pair that sums to them
+        (p the values rounded to its dtype, c the rest)."""
+        comp = self._compensation(i)
         with torch.no_grad():
             self.tensors[i].copy_(torch.tensor(values, dtype=torch.float64))
+            if comp is not None:
+                comp.copy_(torch.tensor(values - to_numpy(self.tensors[i]), dtype=torch.float64))
 
     def set_lr(self, group: int, lr: float) -> None:
         """As torch's LR schedulers set it: a tensor lr (torchao keeps one, and refuses a float

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adamw_conformance.adapters.base import Adapter, Capabilities
+from adamw_conformance.core import representation
 from adamw_conformance.core.judge import Model
 from adamw_conformance.spec.bounds import Precision
 from adamw_conformance.spec.formats import format_of, opmath
+from adamw_conformance.spec.rounding_model import IEEE_ULPS
 
 
 @dataclass
@@ -34,9 +36,15 @@ class Config:
         self.caps = capabilities(self.adapter)
 
     def precision(self, state_dtype: str | None = None) -> Precision:
+        # A stochastic rounding stores one of the two neighbours of its result: within one ulp
+        # either way, 2u relative, the budget of a faithful rounding, for the parameters' store
+        # only (the state is rounded to nearest; docs/precision-techniques.md)
+        stochastic = representation.rounding(self) == "stochastic"
+        ulps = {**IEEE_ULPS, "store_param": 2} if stochastic else IEEE_ULPS
         return Precision.of(self.dtype, state=state_dtype or self.dtype,
                             compute=self.compute or opmath(Precision.of(self.dtype).param).name,
-                            hyper=format_of(self.hyper) if self.hyper else None)
+                            hyper=format_of(self.hyper) if self.hyper else None,
+                            ulps=dict(ulps))
 
     def options(self, **wanted: Any) -> dict[str, Any]:
         """The subset of `wanted` options the target accepts (amsgrad, maximize, ...)."""

@@ -12,6 +12,8 @@ from a fresh state with known gradients.
   from the target's own first state; the form both steps match is the layout. Where neither
   does (a target whose moments are wrong) they are read as stored, and the properties judge
   them.
+- A Kahan compensation beside the parameter, and a stochastic rounding into it, are found by
+  the probes of core/technique_probe.py (docs/precision-techniques.md).
 
 Reading decodes the stored state to the spec's (m = mh (1 - b1^t), at the target's own
 counter); replay encodes the spec's state into the target's form (mh = m / (1 - b1^t)).
@@ -38,7 +40,14 @@ from adamw_conformance.adapters.base import (
     capability,
     where,
 )
-from adamw_conformance.core import calls, context, quant_probe, record
+from adamw_conformance.core import (
+    calls,
+    context,
+    quant_probe,
+    record,
+    representation,
+    technique_probe,
+)
 from adamw_conformance.core.config import Config
 from adamw_conformance.spec.rules.adam import DEBIASING
 from adamw_conformance.spec.symbols import beta1, beta2, t
@@ -67,6 +76,8 @@ def of(cfg: Config) -> StateLayout:
     if known is None or known[0] is not cfg.adapter:
         known = (cfg.adapter, detect(cfg))
         _DETECTED[key] = known
+        # the precision profile reads it (core/config.py): a stochastic store's budget
+        representation.note_rounding(cfg, known[1].rounding)
     # the run's strategies then draw tensors the target quantizes (a look outside a run
     # leaves the default session's draws alone)
     if known[1].quantized and context.in_run():
@@ -204,17 +215,11 @@ def _probe(cfg: Config) -> StateLayout:
     from adamw_conformance.core.strategies import typical_hyper
 
     hyper = typical_hyper(cfg.model.rule_name)
-    setup = Setup([GroupSetup([np.array(_THETA)], hyper)], cfg.dtype, cfg.device)
-    run = calls.guarded("creating the optimizer", cfg.adapter.create, setup,
-                        timeout=cfg.timeout)
+    run, snaps, reads, comp = _observe(cfg, hyper, None)
+    if comp is not None:
+        # the reads above met the compensation as a key they do not know: read again, told
+        run, snaps, reads, _ = _observe(cfg, hyper, comp)
     seen = capability(run, "scalars")
-    snaps = [_scalars(cfg, run) if seen else {}]
-    reads: list[ParamState | None] = []
-    for g in _GRADS:
-        calls.step(cfg, run, [np.array(g)])
-        snaps.append(_scalars(cfg, run) if seen else {})
-        reads.append(calls.guarded("read_state()", run.read_state, 0, timeout=cfg.timeout)
-                     if capability(run, "read_state") else None)
     counters = _counters(snaps)
     changing = [p for p in snaps[2] if p not in counters and p[0] != "attribute"
                 and p in snaps[1] and snaps[1][p] != snaps[2][p]]
@@ -227,8 +232,33 @@ def _probe(cfg: Config) -> StateLayout:
     if capability(run, "state_keys"):
         keys = calls.guarded("state_keys()", run.state_keys, 0, timeout=cfg.timeout) or {}
         names = tuple(sorted(keys.items()))
+    rounding = "stochastic" if technique_probe.rounds_stochastically(cfg) else "nearest"
     return StateLayout(moments, tuple(counters) if seen else (REPORTED,), names,
-                       "detected", refused, note, readable=reads[-1] is not None)
+                       "detected", refused, note, readable=reads[-1] is not None,
+                       compensation=comp, rounding=rounding)
+
+
+def _observe(cfg: Config, hyper: Mapping[str, float], comp: str | None
+             ) -> tuple[Any, list[dict[Place, float]], list[ParamState | None], str | None]:
+    """The probe's two steps on a fresh run (told the compensation `comp`, if any): the
+    scalars before and after each, the state read after each, and the key of a Kahan
+    compensation the target's unnamed state shows (core/technique_probe.py)."""
+    setup = Setup([GroupSetup([np.array(_THETA)], hyper)], cfg.dtype, cfg.device)
+    run = calls.guarded("creating the optimizer", cfg.adapter.create, setup,
+                        timeout=cfg.timeout)
+    if comp is not None and capability(run, "use_layout"):
+        run.use_layout(StateLayout(compensation=comp))
+    seen = capability(run, "scalars")
+    snaps = [_scalars(cfg, run) if seen else {}]
+    reads: list[ParamState | None] = []
+    candidates: list[dict[str, bool]] = []
+    for g in _GRADS:
+        calls.step(cfg, run, [np.array(g)])
+        snaps.append(_scalars(cfg, run) if seen else {})
+        reads.append(calls.guarded("read_state()", run.read_state, 0, timeout=cfg.timeout)
+                     if capability(run, "read_state") else None)
+        candidates.append(technique_probe.compensation_candidates(cfg, run))
+    return run, snaps, reads, technique_probe.compensation(candidates)
 
 
 def _scalars(cfg: Config, run: Any) -> dict[Place, float]:
@@ -282,3 +312,8 @@ def _matches(cfg: Config, hyper: Mapping[str, float], reads: Sequence[ParamState
                     return False
             before = {name: getattr(got, name) for name in _FACTORS}
     return True
+
+
+# A run the suite created is told its layout before its parameters are read (a Kahan pair is
+# read as its sum): calls cannot import this module, which imports it.
+calls.before_params = bind

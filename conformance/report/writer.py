@@ -172,6 +172,10 @@ class ReportPlugin:
             outcome = "failed" if report.when == "call" else "error"
         elif report.when == "call":
             outcome = "passed"
+            # what a passing property measured (dtype.precision's compute, the pairs' precision
+            # of dtype.compensation): its record_property lines
+            if report.user_properties:
+                entry["message"] = "; ".join(f"{k}: {v}" for k, v in report.user_properties)
         else:
             return
         # the worst phase wins: a teardown error after a passed call is still an error

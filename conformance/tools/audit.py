@@ -59,6 +59,15 @@ AUDITS = (
           "torchao.optim.AdamWFp8 (0.18.0): float8 e4m3 block-quantized moments"),
     Audit("bnb-adamw8bit-float32", "bitsandbytes.optim.AdamW8bit", "float32",
           "bitsandbytes.optim.AdamW8bit (0.50.0, its CPU kernel): 8-bit blockwise moments"),
+    # the precision techniques (docs/precision-techniques.md); optional libraries, not in .[all]
+    Audit("optimi-adamw-bfloat16", "optimi.AdamW(triton=False)", "bfloat16",
+          "optimi.AdamW (torch-optimi 0.3.3): Kahan summation, on by default for bfloat16; its "
+          "counter and moments declared (counter=global, moments=debiased); triton=False (its "
+          "Triton path is picked on CPU tensors: reports/third-party.md)",
+          ("--conventions=counter=global,moments=debiased",)),
+    Audit("torchao-adamw-sr-bfloat16", "torchao.optim._AdamW(bf16_stochastic_round=True)",
+          "bfloat16", "torchao.optim._AdamW(bf16_stochastic_round=True) (torchao 0.18.0): "
+          "stochastic rounding of the bfloat16 parameters; its step torch.compile'd"),
 )
 
 

@@ -112,6 +112,11 @@ ZOO: tuple[Mutant, ...] = (
     _m("impl.mutants.quantized:UnsortedMap", "exact.one_step"),
     _m("impl.mutants.quantized:TruncatedCode", "exact.one_step"),
     _m("impl.mutants.quantized:NeighbourAbsmax", "exact.one_step"),
+    # precision techniques (impl/precision_techniques.py) with a defect
+    _m("impl.mutants.precision:KahanCompensationDropped", "dtype.compensation", BF16),
+    _m("impl.mutants.precision:KahanCompensationNotSaved", "state.round_trip", BF16),
+    _m("impl.mutants.precision:BiasedStochasticRounding", "dtype.stochastic_rounding", BF16),
+    _m("impl.mutants.precision:ReusedStochasticDraw", "dtype.stochastic_rounding", BF16),
     # input handling
     _m("impl.mutants.input:NoValidation", "input.validation"),
     _m("impl.mutants.input:AssertValidation", "input.validation"),

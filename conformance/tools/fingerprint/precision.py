@@ -23,10 +23,26 @@ def judge_precision(target: Target, probe: PrecisionProbe, given: Given) -> dict
                                     "effective precision is probed for bfloat16/float16 "
                                     "parameters (--dtype=bfloat16 or float16)", True)}
     parts = [_compute(target, probe, given), _decay_only(target, probe, given),
-             _hyperparameters(target, probe, given)]
+             _hyperparameters(target, probe, given), _representation(target)]
     values = [p.value for p in parts if p.value]
     return {"precision": Answer("; ".join(values), " | ".join(p.evidence for p in parts),
                                 all(p.confident for p in parts))}
+
+
+def _representation(target: Target) -> Answer:
+    """What the parameters hold beyond their dtype, as the layout probe found it from behaviour
+    (core/layout.py): a Kahan compensation beside them, a stochastic rounding into them."""
+    from adamw_conformance.core.layout import of
+
+    lay = of(target.cfg)
+    found = ([f"Kahan-compensated (p + state['{lay.compensation}'])"]
+             if lay.compensation is not None else [])
+    found += ["rounds stochastically to its dtype"] if lay.rounding == "stochastic" else []
+    evidence = ("layout probe: an unnamed state within half an ulp of the parameter, nonzero "
+                "after a step, is a compensation; equal elements that end apart after an "
+                "equal step are rounded stochastically")
+    return Answer("; ".join(found), evidence + (": " + "; ".join(found) if found
+                                                else ": neither found"), True)
 
 
 def _compute(target: Target, probe: PrecisionProbe, given: Given) -> Answer:
