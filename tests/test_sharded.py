@@ -119,6 +119,7 @@ def test_fsdp2_replays_and_its_resume_restarts_a_stateless_parameter() -> None:
     assert "grad is None: [[False, True, False]" in message, message
 
 
+@pytest.mark.slow
 def test_flat_model_passes_layouts() -> None:
     """The plain-torch model of ZeRO-1/2's flat layout (impl/sharded/flat.py, whose mutants the
     kill matrix runs) passes shard.layouts under its group counter (the whole catalogue: slow)."""
@@ -151,6 +152,25 @@ def test_reproduce_line_names_the_world_size() -> None:
     s = Session("zero:torch.optim.AdamW", world_size=2)
     assert "--impl=zero:torch.optim.AdamW" in s.reproduce("exact.one_step")
     assert "--world-size=2" in s.reproduce("exact.one_step")
+
+
+# --- the verdict, sharded ----------------------------------------------------------------------
+
+def test_sharded_verdict_combines_the_ranks() -> None:
+    """Each rank judges its own shards of an FSDP2 step and the verdicts are gathered: a clean
+    step passes with every element counted once; one element moved on the last rank after the
+    step fails, named by rank (the control that the sharded verdict can fail)."""
+    shapes = [(300, 7), (5,), (409,)]
+    workers = pool.pool(2, 60.0)
+    args = ("adamw_conformance.sharded.verdict", "bench_rank", (shapes, 0, HYPER, 1024))
+    clean = workers.call("function", 0, args, "the verdict", 120.0)
+    assert clean[0]["combined"] == clean[1]["combined"]
+    assert clean[0]["combined"]["passed"] and clean[0]["combined"]["elements"] == 2514
+    assert sorted(o["elements"] for o in clean) == [1256, 1258]  # dim 0: 150 rows, 3|2, 205|204
+    bad = workers.call("function", 0, (*args[:2], (*args[2], True)), "the verdict", 120.0)
+    verdict = bad[0]["combined"]
+    assert verdict["outside"] == {"theta": 1}, verdict
+    assert verdict["worst"]["theta"].startswith("rank 1, local element 0: theta[0]:"), verdict
 
 
 # --- a rank that misbehaves ---------------------------------------------------------------------

@@ -96,6 +96,13 @@ def _portable(e: BaseException) -> BaseException | None:
 
 def _call(op: str, run_id: int, args: tuple, runs: dict[int, Any],
           targets: dict[tuple[str, str], Any]) -> Any:
+    if op == "function":  # a function of the package run on every rank (the benchmark's)
+        module, name, fargs = args
+        if not module.startswith("adamw_conformance."):
+            raise ValueError(f"not a module of the suite: {module}")
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(*fargs)
     if op == "create":
         engine, build, setup = args
         from adamw_conformance.sharded.engines import RUNS, load_class
