@@ -165,8 +165,10 @@ class ShardedRun:
         self._call("set_lr", (group, lr), "set_lr()")
 
     def state_dict(self) -> Any:
-        """The engine's own checkpoint (its full state dict), as a resume would load it."""
+        """The engine's own checkpoint (its full state dict), as a resume would load it. Reading
+        it may change the run (FSDP2 creates a missing state by a step): read afresh after."""
         self._flush()
+        self._changed()
         return self._call("checkpoint", (), "state_dict()")[0]
 
     def load_state_dict(self, sd: Any) -> None:

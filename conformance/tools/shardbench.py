@@ -1,5 +1,6 @@
-"""The sharded verdict's benchmark: `python -m adamw_conformance.tools.shardbench` writes
-reports/sharded-benchmark.md.
+"""The sharded verdict's benchmark: `python -m adamw_conformance.tools.shardbench` writes the
+last section of reports/benchmarks.md (`## The sharded verdict`, replaced where it is there;
+tools/bench keeps it).
 
 One full AdamW step (torch.optim.AdamW under FSDP2, float32, from the state a first step made)
 of a model with GPT-2 small's shapes (124,439,808 parameters), judged element by element
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from adamw_conformance.sharded import pool
+from adamw_conformance.tools.bench import SHARDED_HEADING
 
 ROOT = Path(__file__).resolve().parent.parent
 HYPER = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2}
@@ -50,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--layers", type=int, default=12,
                         help="transformer blocks (12: GPT-2 small; fewer for a quick look)")
-    parser.add_argument("--out", default=str(ROOT.parent / "reports" / "sharded-benchmark.md"))
+    parser.add_argument("--out", default=str(ROOT.parent / "reports" / "benchmarks.md"))
     parser.add_argument("--limit", type=float, default=3600.0, help="seconds per world size")
     args = parser.parse_args(argv)
     shapes = gpt2_small(args.layers)
     n = sum(int(_prod(s)) for s in shapes)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    lines = ["# The sharded verdict: one AdamW step of GPT-2 small judged element by element", "",
+    lines = [SHARDED_HEADING + ": one AdamW step of GPT-2 small judged element by element", "",
              "Written by `python -m adamw_conformance.tools.shardbench` "
              f"({platform.machine()}, {os.cpu_count()} CPUs, load average {load:.1f} at the "
              "start). torch.optim.AdamW under FSDP2 (gloo, CPU), float32, one step from the "
@@ -83,8 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {world} | {combined['elements']:,} | {slowest:.1f} | "
                      f"{combined['elements'] / slowest:,.0f} | {per} | {verdict} |")
         print(lines[-1], f"(whole run, workers' start included: {total:.0f} s)", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    out = Path(args.out)
+    old = out.read_text() if out.exists() else ""
+    kept = old.split(SHARDED_HEADING, 1)[0].rstrip("\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text((kept + "\n\n" if kept else "") + "\n".join(lines) + "\n")
+    print(f"wrote the sharded verdict's section of {out}")
     return 0
 
 
