@@ -128,8 +128,7 @@ def parse_conventions(text: str) -> Any:
 def check_world_size(value: str | None, impl: str) -> int | None:
     """The ranks a sharded `impl` runs on (`--world-size`, default 2), None for another target;
     OptionError for a value that is not a rank count, or one given to a target not sharded."""
-    from adamw_conformance.sharded.adapter import DEFAULT_WORLD, MAX_WORLD, split
-    from adamw_conformance.sharded.engines import ENGINES
+    from adamw_conformance.sharded import DEFAULT_WORLD, ENGINES, MAX_WORLD, split
 
     sharded = split(impl) is not None
     if value is None:

@@ -166,7 +166,7 @@ def _layout(adapter: Any) -> StateLayout | None:
 def _sharded(text: str, directory: str | os.PathLike[str] | None,
              world_size: int | None) -> Any:
     """The sharded adapter where `text` is ENGINE:TARGET with a known engine, else None."""
-    from adamw_conformance.sharded.adapter import DEFAULT_WORLD, split
+    from adamw_conformance.sharded import DEFAULT_WORLD, split
 
     parts = split(text)
     if parts is None:

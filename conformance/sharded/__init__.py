@@ -4,3 +4,20 @@
 `pool` starts and supervises the worker processes (one per rank), `worker` is their main loop,
 `engines` builds the sharded optimizer in them, `adapter` presents it to the suite.
 """
+
+from __future__ import annotations
+
+#: The engines `--impl=ENGINE:target` names, with what they are.
+ENGINES = {
+    "zero": "torch.distributed.optim.ZeroRedundancyOptimizer: whole parameters assigned to ranks",
+    "fsdp2": "FSDP2 fully_shard on a CPU device mesh: every parameter sharded on dim 0",
+}
+DEFAULT_WORLD = 2
+#: The world sizes --world-size accepts: up to this many processes on one machine.
+MAX_WORLD = 16
+
+
+def split(text: str) -> tuple[str, str] | None:
+    """'zero:torch.optim.AdamW' -> ('zero', 'torch.optim.AdamW'); None for any other form."""
+    engine, sep, rest = text.strip().partition(":")
+    return (engine, rest) if sep and engine in ENGINES and rest else None

@@ -21,18 +21,9 @@ from adamw_conformance.adapters.torch_optim import (
     STATE_KEYS,
     TorchOptimizerAdapter,
 )
+from adamw_conformance.sharded import DEFAULT_WORLD
 from adamw_conformance.sharded import pool as pools
-from adamw_conformance.sharded.engines import ENGINES, Build
-
-DEFAULT_WORLD = 2
-#: The world sizes --world-size accepts: up to this many processes on one machine.
-MAX_WORLD = 16
-
-
-def split(text: str) -> tuple[str, str] | None:
-    """'zero:torch.optim.AdamW' -> ('zero', 'torch.optim.AdamW'); None for any other form."""
-    engine, sep, rest = text.strip().partition(":")
-    return (engine, rest) if sep and engine in ENGINES and rest else None
+from adamw_conformance.sharded.engines import Build
 
 
 def inner_adapter(text: str, directory: str | None) -> TorchOptimizerAdapter:

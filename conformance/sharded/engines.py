@@ -21,12 +21,6 @@ from adamw_conformance.adapters.base import Setup
 # The worker imports this module and torch only (not the suite's spec and SymPy): a worker
 # starts in the time torch takes to import. The parent computes the constructor's keywords.
 
-#: The engines `--impl=ENGINE:target` names, with what they are.
-ENGINES = {
-    "zero": "torch.distributed.optim.ZeroRedundancyOptimizer: whole parameters assigned to ranks",
-    "fsdp2": "FSDP2 fully_shard on a CPU device mesh: every parameter sharded on dim 0",
-}
-
 FullState = dict[str, list[dict[str, Any]]]
 #: Counter names (torch_optim's), kept as numbers, never as arrays.
 STEP_NAMES = ("step", "t", "count", "iteration")
