@@ -11,6 +11,8 @@ from __future__ import annotations
 ENGINES = {
     "zero": "torch.distributed.optim.ZeroRedundancyOptimizer: whole parameters assigned to ranks",
     "fsdp2": "FSDP2 fully_shard on a CPU device mesh: every parameter sharded on dim 0",
+    "deepspeed-zero1": "DeepSpeed ZeRO-1 (an optional extra): flat padded fp32 partitions",
+    "deepspeed-zero2": "DeepSpeed ZeRO-2 (an optional extra): flat padded fp32 partitions",
 }
 DEFAULT_WORLD = 2
 #: The world sizes --world-size accepts: up to this many processes on one machine.

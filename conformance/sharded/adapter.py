@@ -90,7 +90,8 @@ class ShardedAdapter:
     def create(self, setup: Setup) -> ShardedRun:
         limit = self.timeout()
         workers = pools.pool(self.world, start_timeout=max(4 * limit, 60.0))
-        return ShardedRun(self, workers, setup, limit)
+        kind = ReadOnlyShardedRun if self.engine.startswith("deepspeed-") else ShardedRun
+        return kind(self, workers, setup, limit)
 
 
 def _free(workers: pools.WorkerPool, run_id: int) -> None:
@@ -244,3 +245,14 @@ class ShardedRun:
                 full["groups"][g][key] = float(state.step)
                 self._dirty_groups.setdefault(g, {})[key] = float(state.step)
         return True
+
+
+class ReadOnlyShardedRun(ShardedRun):
+    """An engine whose state the suite reads but does not write (DeepSpeed): replay is refused
+    and there is no checkpoint to round-trip; fresh-state and trajectory checks judge it."""
+
+    state_dict = None  # type: ignore[assignment]
+    load_state_dict = None  # type: ignore[assignment]
+
+    def write_state(self, i: int, state: ParamState) -> bool:
+        return False

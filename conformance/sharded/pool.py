@@ -126,7 +126,11 @@ class WorkerPool:
                 argv = [sys.executable, "-m", "adamw_conformance.sharded.worker", host,
                         str(port), str(rank), str(world), str(self.store.port),
                         str(os.getpid())]
-                self.procs.append(_popen(argv, {**env, "RANK": str(rank)}, self.logs[rank]))
+                # the variables a launcher sets (DeepSpeed requires them)
+                ranks = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                         "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+                         "MASTER_PORT": str(self.store.port)}
+                self.procs.append(_popen(argv, {**env, **ranks}, self.logs[rank]))
             self.conns = self._accept(start_timeout)
             self._collect("starting the workers", start_timeout)
         except BaseException:

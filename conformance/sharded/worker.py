@@ -105,12 +105,12 @@ def _call(op: str, run_id: int, args: tuple, runs: dict[int, Any],
         return getattr(importlib.import_module(module), name)(*fargs)
     if op == "create":
         engine, build, setup = args
-        from adamw_conformance.sharded.engines import RUNS, load_class
+        from adamw_conformance.sharded.engines import load_class, run_class
 
         key = (build.text, build.directory)
         if key not in targets:
             targets[key] = load_class(*key)
-        runs[run_id] = RUNS[engine](build, targets[key], setup)
+        runs[run_id] = run_class(engine)(build, targets[key], setup)
         return None
     return getattr(runs[run_id], op)(*args)
 
