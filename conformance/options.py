@@ -64,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="file of test ids or catalogue ids expected to fail, one per line, "
                          "# comments allowed; or the key of a list that ships with the package: "
                          "keras, torch-float64, torch-sgd")
+    group.addoption("--world-size", default=None,
+                    help="the ranks (processes) a sharded target runs on, --impl=zero:... or "
+                         "fsdp2:... (default 2)")
     group.addoption("--impl-timeout", type=float, default=60.0,
                     help="seconds one call into the implementation may take (default 60)")
     group.addoption("--report", default=None, metavar="NAME",

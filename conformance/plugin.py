@@ -20,6 +20,7 @@ It also defines the `param_group_audit` fixture for any project that installs th
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -91,7 +92,7 @@ def _config(config: pytest.Config) -> Config:
             plugin.xfails = read_xfails(xfails_file(session.xfails,
                                                     config.invocation_params.dir),
                                         session.xfails)
-        adapter = resolve(text, config.invocation_params.dir)
+        adapter = resolve(text, config.invocation_params.dir, session.world_size)
         caps = capabilities(adapter)
         probe = lazy(lambda: _fingerprint(adapter, session.dtype, session.device,
                                           session.timeout, text))
@@ -195,6 +196,7 @@ class SessionPlugin:
             WORKER_KEY,
             Session,
             check_profile,
+            check_world_size,
             choose_seed,
             environment_profile,
         )
@@ -217,8 +219,9 @@ class SessionPlugin:
         self.ignored_seed = given if derandomized else None
         if self.chose_seed:
             config.option.hypothesis_seed = seed  # Hypothesis' plugin reads it after this hook
+        impl = config.getoption("--impl") or DEFAULT_IMPL
         self.session = Session(
-            impl=config.getoption("--impl") or DEFAULT_IMPL,
+            impl=impl, world_size=check_world_size(config.getoption("--world-size"), impl),
             dtype=config.getoption("--dtype"), device=config.getoption("--device"),
             compute_dtype=config.getoption("--compute-dtype"),
             hyper_dtype=config.getoption("--hyper-dtype"), orders=config.getoption("--orders"),
@@ -235,6 +238,9 @@ class SessionPlugin:
         from adamw_conformance.core import context, session
 
         session.start(None)
+        if "adamw_conformance.sharded.pool" in sys.modules:
+            # one pool of workers per suite run: taken down with it
+            sys.modules["adamw_conformance.sharded.pool"].end_of_run()
         if self.context is not None:
             context.end(self.context)
         if self.chose_seed:

@@ -29,7 +29,7 @@ def test_registry_is_sound() -> None:
     names = _ids(ZOO)
     assert len(names) == len(set(names)), "duplicate mutant names"
     assert len(ZOO) >= 25
-    catalogue = re.compile(r"^(exact|bias|scale|decouple|groups|schedule|state|input|dtype)"
+    catalogue = re.compile(r"^(exact|bias|scale|decouple|groups|schedule|state|input|dtype|shard)"
                            r"\.[a-z_0-9]+$")
     for m in ZOO:
         assert catalogue.match(m.kills), f"{m.name}: {m.kills!r} is not a catalogue id"

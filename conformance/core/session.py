@@ -125,6 +125,28 @@ def parse_conventions(text: str) -> Any:
                           "NAME=VALUE[,NAME=VALUE...] (see the README's conventions)") from None
 
 
+def check_world_size(value: str | None, impl: str) -> int | None:
+    """The ranks a sharded `impl` runs on (`--world-size`, default 2), None for another target;
+    OptionError for a value that is not a rank count, or one given to a target not sharded."""
+    from adamw_conformance.sharded import DEFAULT_WORLD, ENGINES, MAX_WORLD, split
+
+    sharded = split(impl) is not None
+    if value is None:
+        return DEFAULT_WORLD if sharded else None
+    accepted = f"accepted: an integer from 1 to {MAX_WORLD} (default {DEFAULT_WORLD})"
+    try:
+        world = int(str(value).strip())
+    except ValueError:
+        raise OptionError(f"--world-size={value!r}: not a number of ranks; {accepted}") from None
+    if not 1 <= world <= MAX_WORLD:
+        raise OptionError(f"--world-size={value!r}: out of range; {accepted}")
+    if not sharded:
+        raise OptionError(f"--world-size={value!r}: applies to a sharded target only, "
+                          f"--impl=ENGINE:TARGET with ENGINE one of {', '.join(ENGINES)} "
+                          f"(--impl={impl!r} is not)")
+    return world
+
+
 # --- the seed ------------------------------------------------------------------------------------
 
 def choose_seed(given: str | None, derandomized: bool, worker: dict[str, Any] | None) -> str | None:
@@ -239,6 +261,7 @@ class Session:
     timeout: float = 60.0
     hyper_dtype: str | None = None  # --hyper-dtype
     orders: str = "auto"  # --orders
+    world_size: int | None = None  # --world-size: the ranks of a sharded target
 
     def options(self) -> list[str]:
         """The command-line options that reproduce this session's verdicts."""
@@ -253,6 +276,8 @@ class Session:
         opts += [f"--rule={self.rule}", f"--conventions={shlex.quote(self.conventions)}"]
         if self.xfails:
             opts.append(f"--xfails={shlex.quote(self.xfails)}")
+        if self.world_size is not None:
+            opts.append(f"--world-size={self.world_size}")
         if self.timeout != 60.0:
             opts.append(f"--impl-timeout={self.timeout:g}")
         opts.append(f"--hypothesis-profile={self.profile}")

@@ -8,6 +8,7 @@ Accepted forms:
     keras.optimizers.AdamW                a Keras 3 optimizer class (adapters/keras_adapter.py)
     torch-loop | torch-foreach | torch-fused | torch-fused-kernel    short names
     optax-adamw | keras-adamw             short names
+    zero:torch.optim.AdamW                a sharded engine (zero, fsdp2) over --world-size ranks
 """
 
 from __future__ import annotations
@@ -113,11 +114,13 @@ def load(text: str, directory: str | os.PathLike[str] | None = None) -> tuple[An
                       + f". Accepted: {FORMS}")
 
 
-def resolve(text: str, directory: str | os.PathLike[str] | None = None) -> Any:
+def resolve(text: str, directory: str | os.PathLike[str] | None = None,
+            world_size: int | None = None) -> Any:
     """An adapter for `text` (see module docstring), or TargetError. Modules are imported with
     `directory` (default: the current directory) on sys.path; what the adapter declares is
-    checked here (`capabilities`), so that a bad declaration is a usage error."""
-    adapter = _adapter(text, directory)
+    checked here (`capabilities`), so that a bad declaration is a usage error. `world_size`:
+    the ranks a sharded engine runs on (default 2)."""
+    adapter = _sharded(text, directory, world_size) or _adapter(text, directory)
     try:
         capabilities(adapter)
     except ValueError as e:
@@ -158,6 +161,19 @@ def _layout(adapter: Any) -> StateLayout | None:
         return None
     raise ValueError(f"{type(adapter).__name__}.layout must be a StateLayout "
                      f"(adamw_conformance.adapters.base), got {layout!r}")
+
+
+def _sharded(text: str, directory: str | os.PathLike[str] | None,
+             world_size: int | None) -> Any:
+    """The sharded adapter where `text` is ENGINE:TARGET with a known engine, else None."""
+    from adamw_conformance.sharded import DEFAULT_WORLD, split
+
+    parts = split(text)
+    if parts is None:
+        return None
+    from adamw_conformance.sharded.adapter import ShardedAdapter
+
+    return ShardedAdapter(*parts, world=world_size or DEFAULT_WORLD, directory=directory)
 
 
 def _adapter(text: str, directory: str | os.PathLike[str] | None) -> Any:

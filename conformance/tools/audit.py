@@ -193,7 +193,13 @@ def readme(audits: tuple[Audit, ...], out: Path, not_run: dict[str, str], profil
         "`--readme-only` to rewrite this file from the JSON files). One report by hand: add "
         "`--report=NAME` to any `pytest conformance` run.",
         "",
-        "`benchmarks.md` (wall times) is written by `python -m adamw_conformance.tools.bench`.",
+        "`benchmarks.md` (wall times) is written by `python -m adamw_conformance.tools.bench`; "
+        "its last section (the sharded verdict on GPT-2 small's shapes, 1 and 2 ranks) by "
+        "`python -m adamw_conformance.tools.shardbench`.",
+        "",
+        "`sharded-audit.md` (ZeroRedundancyOptimizer and FSDP2 through the whole catalogue, what "
+        "the suite finds in each, the plain-torch model of DeepSpeed's flat layout and its "
+        "mutants) is written by hand from the runs its commands give.",
         "",
         "`tightness.md` (the verdict's bound against the orders torch's paths and other real "
         "implementations use, per regime) is written by "

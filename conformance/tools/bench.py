@@ -26,6 +26,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ("torch-loop", "torch-foreach", "torch-fused")
+#: The heading of the section tools/shardbench writes (the last of the file).
+SHARDED_HEADING = "## The sharded verdict"
 HYPER = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2}
 
 
@@ -231,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         *oracle_section(args.elements, max(args.elements // 100, 200), args.reps),
         *zoo_section("ci"),
     ]
+    # The sharded verdict's section is written by tools/shardbench (minutes, several processes):
+    # kept as it is.
+    old = Path(args.out).read_text() if Path(args.out).exists() else ""
+    if SHARDED_HEADING in old:
+        text += ["", SHARDED_HEADING + old.split(SHARDED_HEADING, 1)[1].rstrip("\n")]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(text))
     print(f"wrote {args.out}")

@@ -53,6 +53,7 @@ def _m(target: str, kills: str, *args: str, name: str | None = None) -> Mutant:
 
 
 BF16 = "--dtype=bfloat16"
+GROUP_COUNTER = "--conventions=counter=group"
 
 ZOO: tuple[Mutant, ...] = (
     # bias correction and the step counter
@@ -129,6 +130,12 @@ ZOO: tuple[Mutant, ...] = (
     _m("impl.mutants.formula:no_bias_correction", "bias.step_one"),
     _m("impl.mutants.formula:decay_after_update", "bias.step_one"),
     _m("impl.mutants.formula:eps_doubled", "bias.step_one"),
+    # sharded: a flattened, padded ZeRO-1/2 layout modelled in plain torch (impl/sharded/flat.py),
+    # one counter per group as DeepSpeed keeps it
+    _m("impl.sharded.flat:GroupStepNotSaved", "state.round_trip", GROUP_COUNTER),
+    _m("impl.sharded.flat:StraddlerDecayedTwice", "shard.layouts", GROUP_COUNTER),
+    _m("impl.sharded.flat:NoDecayMappingLost", "shard.layouts", GROUP_COUNTER),
+    _m("impl.sharded.flat:EmptyShardSkipsStep", "shard.layouts", GROUP_COUNTER),
 )
 
 
