@@ -9,7 +9,9 @@ are `slow`."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,8 +117,15 @@ def test_fsdp2_replays_and_its_resume_restarts_a_stateless_parameter() -> None:
     assert sorted(out.passed()) == ["conformance/test_exact.py::test_one_step[plain]",
                                     "conformance/test_shard.py::test_layouts"], out.messages
     message = out.messages["conformance/test_state.py::test_round_trip"]
-    assert "and loading into a fresh optimizer, parameter 1 at step 2 differs" in message
-    assert "grad is None: [[False, True, False]" in message, message
+    # The first step after the resume of a parameter with no gradient before the save (the
+    # example drawn depends on the draws of the whole run, not only on this engine).
+    found = re.search(r"after saving at step (\d+) and loading into a fresh optimizer, "
+                      r"parameter 1 at step (\d+) differs", message)
+    assert found and int(found[2]) == int(found[1]) + 1, message
+    saved = int(found[1])
+    plan = re.search(r"grad is None: (\[\[.*?\]\])\)", message)
+    assert plan, message
+    assert all(step[1] for step in ast.literal_eval(plan[1])[:saved]), message
 
 
 @pytest.mark.slow

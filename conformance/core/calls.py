@@ -9,7 +9,6 @@ construction or on use (`refusal`), which the properties skip, saying why.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import traceback
@@ -20,19 +19,16 @@ from typing import Any
 import numpy as np
 from adamw_conformance.adapters.base import GroupSetup, Run, Setup
 from adamw_conformance.core.config import Config
+from adamw_conformance.core.errors import (  # noqa: F401 - the names callers import from here
+    ImplementationError,
+    TimedOut,
+    _short_path,
+)
 
 #: The warm-up's limit, in per-call limits (--impl-timeout): a first call that loads or compiles
 #: may take several times an ordinary one; a warm-up that does not end within it is reported and
 #: the calls after it keep their own limit.
 WARM_UP_LIMITS = 5
-
-
-class ImplementationError(AssertionError):
-    """The implementation raised, hung or misbehaved: a failure of the test, with its cause."""
-
-
-class TimedOut(ImplementationError):
-    """The implementation did not return within the limit."""
 
 
 def guarded(what: str, fn: Callable[..., Any], *args: Any, timeout: float = 60.0) -> Any:
@@ -77,20 +73,6 @@ def said(e: BaseException) -> str:
     line = (last.line or "").strip()
     return (f"(no message) at {_short_path(last.filename)}:{last.lineno} in {last.name}"
             + (f": {line}" if line else ""))
-
-
-def _short_path(path: str) -> str:
-    """A source path as a user finds it: below site-packages, or relative to the working
-    directory, else as it is."""
-    norm = path.replace(os.sep, "/")
-    for marker in ("/site-packages/", "/dist-packages/"):
-        if marker in norm:
-            return norm.rsplit(marker, 1)[1]
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
 
 
 def create(cfg: Config, setup: Setup) -> Run:

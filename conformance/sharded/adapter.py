@@ -31,7 +31,7 @@ def inner_adapter(text: str, directory: str | None) -> TorchOptimizerAdapter:
     import inspect
 
     import torch
-    from adamw_conformance.core.targets import TargetError, load
+    from adamw_conformance.core.loading import TargetError, load
 
     obj, _path, kwargs = load(text, directory)
     if not (inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer)):

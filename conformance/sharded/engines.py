@@ -43,7 +43,7 @@ def to_numpy(x: torch.Tensor) -> np.ndarray:
 
 
 def load_class(text: str, directory: str) -> type:
-    from adamw_conformance.core.targets import load
+    from adamw_conformance.core.loading import load
 
     return load(text, directory)[0]
 
@@ -262,12 +262,3 @@ class Fsdp2Run(ShardedRun):
 
 
 RUNS: dict[str, type[ShardedRun]] = {"zero": ZeroRun, "fsdp2": Fsdp2Run}
-
-
-def run_class(engine: str) -> type[ShardedRun]:
-    """The run class of `engine`; DeepSpeed's imported only when asked for."""
-    if engine.startswith("deepspeed-"):
-        from adamw_conformance.sharded.deepspeed_engine import DeepSpeedRun, DeepSpeedZero1Run
-
-        return DeepSpeedZero1Run if engine == "deepspeed-zero1" else DeepSpeedRun
-    return RUNS[engine]

@@ -27,7 +27,7 @@ import time
 from multiprocessing.connection import Connection, Listener, wait
 from typing import Any
 
-from adamw_conformance.core.calls import ImplementationError, _short_path
+from adamw_conformance.core.errors import ImplementationError, _short_path
 from adamw_conformance.sharded.worker import AUTHKEY_ENV, MARKER_ENV
 
 #: How long the other ranks get to answer once one rank has raised or died: they are then

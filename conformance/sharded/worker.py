@@ -105,7 +105,7 @@ def _call(op: str, run_id: int, args: tuple, runs: dict[int, Any],
         return getattr(importlib.import_module(module), name)(*fargs)
     if op == "create":
         engine, build, setup = args
-        from adamw_conformance.sharded.engines import load_class, run_class
+        from adamw_conformance.sharded.engines import load_class
 
         key = (build.text, build.directory)
         if key not in targets:
@@ -115,5 +115,18 @@ def _call(op: str, run_id: int, args: tuple, runs: dict[int, Any],
     return getattr(runs[run_id], op)(*args)
 
 
+def run_class(engine: str) -> type:
+    """The run class of `engine`; DeepSpeed's imported only when asked for (here, not in
+    engines.py, which deepspeed_engine builds on)."""
+    from adamw_conformance.sharded.engines import RUNS
+
+    if engine.startswith("deepspeed-"):
+        from adamw_conformance.sharded.deepspeed_engine import DeepSpeedRun, DeepSpeedZero1Run
+
+        return DeepSpeedZero1Run if engine == "deepspeed-zero1" else DeepSpeedRun
+    return RUNS[engine]
+
+
 if __name__ == "__main__":
     main(sys.argv[1:])
+
