@@ -152,6 +152,20 @@ class ShardedRun:
     def load_checkpoint(self, sd: Any) -> None:
         self._load(sd)
 
+    # the verdict on this rank's elements (sharded/rank_judge.py) ---------------------------
+
+    def _holding(self, i: int) -> Any:
+        """What this rank holds of parameter i after the step (a rank_judge.Held), or None."""
+        raise NotImplementedError
+
+    def judge(self, model: Any, precisions: Mapping[str | None, Any], fmt: str,
+              items: Sequence[Any], counters: Sequence[str]) -> list[Any]:
+        """This rank's reports on the step just taken (rank_judge.judge_held)."""
+        from adamw_conformance.sharded import rank_judge
+
+        return rank_judge.judge_held([self._holding(i) for i in range(len(self.shapes))],
+                                     self.shapes, model, precisions, fmt, items, counters)
+
 
 class ZeroRun(ShardedRun):
     """ZeroRedundancyOptimizer: parameters replicated, each whole parameter's state on the rank
@@ -181,6 +195,16 @@ class ZeroRun(ShardedRun):
 
     def _keys(self) -> list[Any]:
         return list(range(len(self.tensors)))
+
+    def _holding(self, i: int) -> Any:
+        """The parameter whole, on the rank it is assigned to (whose local optimizer, `optim`,
+        steps it and keeps its state); None on the others."""
+        from adamw_conformance.sharded.rank_judge import Held
+
+        p = self.tensors[i]
+        if not any(q is p for g in self.opt.optim.param_groups for q in g["params"]):
+            return None
+        return Held(0, p.numel(), to_numpy(p), self.opt.optim.state.get(p, {}), tuple(p.shape))
 
     def _full(self) -> dict[str, Any]:
         self.opt.consolidate_state_dict(to=0)
@@ -238,6 +262,22 @@ class Fsdp2Run(ShardedRun):
 
     def _keys(self) -> list[Any]:
         return [f"ps.{i}" for i in range(len(self.tensors))]
+
+    def _holding(self, i: int) -> Any:
+        """This rank's rows of dim 0 (Shard(0) splits as torch.chunk: ceil(n / world) rows
+        per rank, the last ranks' shards shorter or empty), flat in the created shape."""
+        from adamw_conformance.sharded.rank_judge import Held
+
+        p = self.tensors[i]
+        local = p.to_local()
+        held = self._held(i)
+        rows = -(-held[0] // self.world)
+        lo = dist.get_rank() * rows * int(np.prod(held[1:], dtype=np.int64)) \
+            if local.numel() else 0
+        state = {k: x.to_local() if hasattr(x, "to_local") else x
+                 for k, x in self.opt.state.get(p, {}).items()}
+        return Held(lo, lo + local.numel(), to_numpy(local).reshape(-1), state,
+                    tuple(local.shape))
 
     def _full(self) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import (
