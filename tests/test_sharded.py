@@ -201,6 +201,17 @@ def test_properties_judged_on_the_ranks_as_gathered(engine: str,
     assert "1 of " in on_ranks.messages[key]
 
 
+def test_zero_loss_scaling_both_patterns() -> None:
+    """scale.grad_scaler through ZeRO (torch.amp.GradScaler on every rank): a step with an
+    inf/NaN gradient skipped, the others judged on the unscaled gradient, with and without
+    scaler.unscale_ before scaler.step."""
+    out = run_suite("conformance/test_scale.py", "-k", "grad_scaler",
+                    "--impl=zero:torch.optim.AdamW")
+    assert sorted(out.passed()) == ["conformance/test_scale.py::test_grad_scaler[step]",
+                                    "conformance/test_scale.py::test_grad_scaler[unscale]"], \
+        out.messages
+
+
 # --- a rank that misbehaves ---------------------------------------------------------------------
 
 def _second_step_fails(target: str, timeout: float = 60.0) -> tuple[str, list[int]]:

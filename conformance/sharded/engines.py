@@ -149,6 +149,31 @@ class ShardedRun:
     def set_lr(self, group: int, lr: float) -> None:
         self.opt.param_groups[group]["lr"] = lr
 
+    def _set_grads(self, grads: Sequence[np.ndarray | None]) -> None:
+        raise NotImplementedError
+
+    def step(self, grads: Sequence[np.ndarray | None]) -> None:
+        self._set_grads(grads)
+        self.opt.step()
+
+    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float,
+                 unscale_first: bool = False) -> None:
+        """One step under torch.amp.GradScaler, as the torch adapter takes it (its amp_step):
+        `grads` already multiplied by `scale`; the scaler unscales them, looks for inf/NaN and
+        skips the step if it finds any. Each rank's scaler sees the gradients this rank holds
+        (FSDP2: its shard), as a user's script on that rank does."""
+        self._set_grads(grads)
+        if any(p.grad is not None and p.grad.dtype == torch.float16 for p in self.tensors):
+            raise NotImplementedError("torch.amp.GradScaler does not unscale float16 gradients "
+                                      "(it expects float32 master parameters)")
+        scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+        scaler.scale(torch.zeros(()))  # what scaler.scale(loss) sets up
+        if unscale_first:
+            scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.tensors, max_norm=float("inf"))
+        scaler.step(self.opt)
+        scaler.update()
+
     def load_checkpoint(self, sd: Any) -> None:
         self._load(sd)
 
@@ -180,10 +205,9 @@ class ZeroRun(ShardedRun):
         groups = self._groups(self.tensors)
         self.opt = ZeroRedundancyOptimizer(groups, optimizer_class=cls, **build.constructor)
 
-    def step(self, grads: Sequence[np.ndarray | None]) -> None:
+    def _set_grads(self, grads: Sequence[np.ndarray | None]) -> None:
         for p, g in zip(self.tensors, grads, strict=True):
             p.grad = None if g is None else torch.tensor(g, dtype=torch.float64).to(self.dtype)
-        self.opt.step()
 
     def params(self) -> list[np.ndarray] | None:
         return [to_numpy(p) for p in self.tensors] if dist.get_rank() == 0 else None
@@ -245,10 +269,9 @@ class Fsdp2Run(ShardedRun):
         full = torch.tensor(x, dtype=torch.float64).reshape(self._held(i)).to(self.dtype)
         return distribute_tensor(full, self.mesh, self.tensors[i].placements)
 
-    def step(self, grads: Sequence[np.ndarray | None]) -> None:
+    def _set_grads(self, grads: Sequence[np.ndarray | None]) -> None:
         for i, (p, g) in enumerate(zip(self.tensors, grads, strict=True)):
             p.grad = None if g is None else self._sharded(i, g)
-        self.opt.step()
 
     def params(self) -> list[np.ndarray] | None:
         full = [to_numpy(p.full_tensor()).reshape(s) for p, s in zip(self.tensors, self.shapes,
