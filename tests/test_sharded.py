@@ -182,6 +182,45 @@ def test_sharded_verdict_combines_the_ranks() -> None:
     assert verdict["worst"]["theta"].startswith("rank 1, local element 0: theta[0]:"), verdict
 
 
+@pytest.mark.parametrize("engine", ["zero", "fsdp2"])
+def test_properties_judged_on_the_ranks_as_gathered(engine: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """shard.layouts judged on the ranks (each rank its own elements, the parent combining the
+    reports) fails a mutant wrong on rank 1's shard only with the message judging the gathered
+    values gives, character for character; the ranks did judge (every step of the run)."""
+    from adamw_conformance.sharded import judging
+
+    judged: list[bool] = []
+    real = judging.on_ranks
+
+    def counted(*args, **kwargs):
+        out = real(*args, **kwargs)
+        judged.append(out is not None)
+        return out
+
+    monkeypatch.setattr(judging, "on_ranks", counted)
+    args = ("conformance/test_shard.py", f"--impl={engine}:impl.sharded.failing:WrongOnRankAdamW")
+    on_ranks = run_suite(*args)
+    assert judged and all(judged), judged
+    monkeypatch.setattr(judging, "ON_RANKS", False)
+    gathered = run_suite(*args)
+    key = "conformance/test_shard.py::test_layouts"
+    assert on_ranks.results[key] == gathered.results[key] == "failed"
+    assert on_ranks.messages[key] == gathered.messages[key]
+    assert "1 of " in on_ranks.messages[key]
+
+
+def test_zero_loss_scaling_both_patterns() -> None:
+    """scale.grad_scaler through ZeRO (torch.amp.GradScaler on every rank): a step with an
+    inf/NaN gradient skipped, the others judged on the unscaled gradient, with and without
+    scaler.unscale_ before scaler.step."""
+    out = run_suite("conformance/test_scale.py", "-k", "grad_scaler",
+                    "--impl=zero:torch.optim.AdamW")
+    assert sorted(out.passed()) == ["conformance/test_scale.py::test_grad_scaler[step]",
+                                    "conformance/test_scale.py::test_grad_scaler[unscale]"], \
+        out.messages
+
+
 # --- a rank that misbehaves ---------------------------------------------------------------------
 
 def _second_step_fails(target: str, timeout: float = 60.0) -> tuple[str, list[int]]:

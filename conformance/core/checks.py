@@ -29,8 +29,16 @@ def judge_step(cfg: Config, run: Run, before: Sequence[np.ndarray],
     """Step `run` once and compare every parameter (and its state, if readable) with the spec.
 
     Parameters without a gradient are skipped here (groups.none_grad checks them bitwise).
+    A sharded target's step is judged on its ranks, each on the elements it holds, where it
+    offers that (`judge_step_on_ranks`, sharded/judging.py): the same verdict, without
+    gathering the values first.
     """
     calls.step(cfg, run, grads)
+    on_ranks = getattr(run, "judge_step_on_ranks", None)
+    if callable(on_ranks):
+        outcome = on_ranks(cfg, run, before, before_states, grads, hypers, model or cfg.model)
+        if outcome is not None:
+            return outcome
     after = run.params()
     return judge_values(cfg, after, replay.read_states(run, len(after)), before, before_states,
                         grads, hypers, model)

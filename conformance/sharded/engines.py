@@ -149,8 +149,47 @@ class ShardedRun:
     def set_lr(self, group: int, lr: float) -> None:
         self.opt.param_groups[group]["lr"] = lr
 
+    def _set_grads(self, grads: Sequence[np.ndarray | None]) -> None:
+        raise NotImplementedError
+
+    def step(self, grads: Sequence[np.ndarray | None]) -> None:
+        self._set_grads(grads)
+        self.opt.step()
+
+    def amp_step(self, grads: Sequence[np.ndarray | None], scale: float,
+                 unscale_first: bool = False) -> None:
+        """One step under torch.amp.GradScaler, as the torch adapter takes it (its amp_step):
+        `grads` already multiplied by `scale`; the scaler unscales them, looks for inf/NaN and
+        skips the step if it finds any. Each rank's scaler sees the gradients this rank holds
+        (FSDP2: its shard), as a user's script on that rank does."""
+        self._set_grads(grads)
+        if any(p.grad is not None and p.grad.dtype == torch.float16 for p in self.tensors):
+            raise NotImplementedError("torch.amp.GradScaler does not unscale float16 gradients "
+                                      "(it expects float32 master parameters)")
+        scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+        scaler.scale(torch.zeros(()))  # what scaler.scale(loss) sets up
+        if unscale_first:
+            scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.tensors, max_norm=float("inf"))
+        scaler.step(self.opt)
+        scaler.update()
+
     def load_checkpoint(self, sd: Any) -> None:
         self._load(sd)
+
+    # the verdict on this rank's elements (sharded/rank_judge.py) ---------------------------
+
+    def _holding(self, i: int) -> Any:
+        """What this rank holds of parameter i after the step (a rank_judge.Held), or None."""
+        raise NotImplementedError
+
+    def judge(self, model: Any, precisions: Mapping[str | None, Any], fmt: str,
+              items: Sequence[Any], counters: Sequence[str]) -> list[Any]:
+        """This rank's reports on the step just taken (rank_judge.judge_held)."""
+        from adamw_conformance.sharded import rank_judge
+
+        return rank_judge.judge_held([self._holding(i) for i in range(len(self.shapes))],
+                                     self.shapes, model, precisions, fmt, items, counters)
 
 
 class ZeroRun(ShardedRun):
@@ -166,10 +205,9 @@ class ZeroRun(ShardedRun):
         groups = self._groups(self.tensors)
         self.opt = ZeroRedundancyOptimizer(groups, optimizer_class=cls, **build.constructor)
 
-    def step(self, grads: Sequence[np.ndarray | None]) -> None:
+    def _set_grads(self, grads: Sequence[np.ndarray | None]) -> None:
         for p, g in zip(self.tensors, grads, strict=True):
             p.grad = None if g is None else torch.tensor(g, dtype=torch.float64).to(self.dtype)
-        self.opt.step()
 
     def params(self) -> list[np.ndarray] | None:
         return [to_numpy(p) for p in self.tensors] if dist.get_rank() == 0 else None
@@ -181,6 +219,16 @@ class ZeroRun(ShardedRun):
 
     def _keys(self) -> list[Any]:
         return list(range(len(self.tensors)))
+
+    def _holding(self, i: int) -> Any:
+        """The parameter whole, on the rank it is assigned to (whose local optimizer, `optim`,
+        steps it and keeps its state); None on the others."""
+        from adamw_conformance.sharded.rank_judge import Held
+
+        p = self.tensors[i]
+        if not any(q is p for g in self.opt.optim.param_groups for q in g["params"]):
+            return None
+        return Held(0, p.numel(), to_numpy(p), self.opt.optim.state.get(p, {}), tuple(p.shape))
 
     def _full(self) -> dict[str, Any]:
         self.opt.consolidate_state_dict(to=0)
@@ -221,10 +269,9 @@ class Fsdp2Run(ShardedRun):
         full = torch.tensor(x, dtype=torch.float64).reshape(self._held(i)).to(self.dtype)
         return distribute_tensor(full, self.mesh, self.tensors[i].placements)
 
-    def step(self, grads: Sequence[np.ndarray | None]) -> None:
+    def _set_grads(self, grads: Sequence[np.ndarray | None]) -> None:
         for i, (p, g) in enumerate(zip(self.tensors, grads, strict=True)):
             p.grad = None if g is None else self._sharded(i, g)
-        self.opt.step()
 
     def params(self) -> list[np.ndarray] | None:
         full = [to_numpy(p.full_tensor()).reshape(s) for p, s in zip(self.tensors, self.shapes,
@@ -238,6 +285,22 @@ class Fsdp2Run(ShardedRun):
 
     def _keys(self) -> list[Any]:
         return [f"ps.{i}" for i in range(len(self.tensors))]
+
+    def _holding(self, i: int) -> Any:
+        """This rank's rows of dim 0 (Shard(0) splits as torch.chunk: ceil(n / world) rows
+        per rank, the last ranks' shards shorter or empty), flat in the created shape."""
+        from adamw_conformance.sharded.rank_judge import Held
+
+        p = self.tensors[i]
+        local = p.to_local()
+        held = self._held(i)
+        rows = -(-held[0] // self.world)
+        lo = dist.get_rank() * rows * int(np.prod(held[1:], dtype=np.int64)) \
+            if local.numel() else 0
+        state = {k: x.to_local() if hasattr(x, "to_local") else x
+                 for k, x in self.opt.state.get(p, {}).items()}
+        return Held(lo, lo + local.numel(), to_numpy(local).reshape(-1), state,
+                    tuple(local.shape))
 
     def _full(self) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import (

@@ -48,3 +48,21 @@ class DyingRankAdamW(_OnRank):
 
     def misbehave(self) -> None:
         os._exit(3)
+
+
+class WrongOnRankAdamW(torch.optim.AdamW):
+    """Every step right, then rank 1 moves the first element it steps of each parameter by
+    2^-10 of itself: a defect on one rank's shard only (FSDP2: its rows of every parameter;
+    ZeRO: the parameters assigned to it), which the ranks' verdict must find where it lives."""
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        out = super().step(closure)
+        if torch.distributed.get_rank() == RANK:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    x = p.to_local() if hasattr(p, "to_local") else p
+                    if p.grad is not None and x.numel():
+                        flat = x.view(-1)
+                        flat[0] += flat[0] * 2.0**-10
+        return out
