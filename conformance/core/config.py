@@ -27,12 +27,12 @@ class Config:
     impl_text: str = "torch.optim.AdamW"
     #: declared hyperparameter dtype (--hyper-dtype); None: exact (Python floats, double)
     hyper: str | None = None
-    #: what the adapter declares, read from it here (core.targets.capabilities); not an
+    #: what the adapter declares, read from it here (core.declared.capabilities); not an
     #: argument, so that a falsifying example's `cfg=Config(...)` shows what it always showed
     caps: Capabilities = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from adamw_conformance.core.targets import capabilities
+        from adamw_conformance.core.declared import capabilities
         self.caps = capabilities(self.adapter)
 
     def precision(self, state_dtype: str | None = None) -> Precision:

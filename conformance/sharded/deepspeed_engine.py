@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from adamw_conformance.adapters.base import Setup
-from adamw_conformance.sharded.engines import Build, ShardedRun, to_numpy
+from adamw_conformance.sharded.arrays import to_numpy
+from adamw_conformance.sharded.engines import Build, ShardedRun
 
 _READY = False
 

@@ -17,15 +17,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from adamw_conformance.adapters.base import Setup
+from adamw_conformance.sharded.arrays import STEP_NAMES, to_numpy  # noqa: F401
 
 # The worker imports this module and torch only (not the suite's spec and SymPy): a worker
 # starts in the time torch takes to import. The parent computes the constructor's keywords.
 
 FullState = dict[str, list[dict[str, Any]]]
 #: Counter names (torch_optim's), kept as numbers, never as arrays.
-STEP_NAMES = ("step", "t", "count", "iteration")
-
-
 @dataclass(frozen=True)
 class Build:
     """How to construct the optimizer the engine shards: its class (as --impl names it, loaded
@@ -36,10 +34,6 @@ class Build:
     directory: str
     groups: tuple[dict[str, Any], ...]
     constructor: dict[str, Any]
-
-
-def to_numpy(x: torch.Tensor) -> np.ndarray:
-    return x.detach().to("cpu", torch.float64).numpy().copy()
 
 
 def load_class(text: str, directory: str) -> type:

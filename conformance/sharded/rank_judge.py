@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from adamw_conformance.sharded.engines import STEP_NAMES, to_numpy
+from adamw_conformance.sharded.arrays import STEP_NAMES, to_numpy
 
 
 @dataclass(frozen=True)
