@@ -210,15 +210,28 @@ def test_properties_judged_on_the_ranks_as_gathered(engine: str,
     assert "1 of " in on_ranks.messages[key]
 
 
-def test_zero_loss_scaling_both_patterns() -> None:
-    """scale.grad_scaler through ZeRO (torch.amp.GradScaler on every rank): a step with an
-    inf/NaN gradient skipped, the others judged on the unscaled gradient, with and without
-    scaler.unscale_ before scaler.step."""
+@pytest.mark.parametrize("engine", ["zero", "fsdp2"])
+def test_loss_scaling_both_patterns(engine: str) -> None:
+    """scale.grad_scaler through ZeRO and FSDP2 (torch.amp.GradScaler on every rank, as torch's
+    own FSDP2 test of it does): a step with an inf/NaN gradient skipped on every rank, the
+    others judged on the unscaled gradient, with and without scaler.unscale_ before
+    scaler.step."""
     out = run_suite("conformance/test_scale.py", "-k", "grad_scaler",
-                    "--impl=zero:torch.optim.AdamW")
+                    f"--impl={engine}:torch.optim.AdamW")
     assert sorted(out.passed()) == ["conformance/test_scale.py::test_grad_scaler[step]",
                                     "conformance/test_scale.py::test_grad_scaler[unscale]"], \
         out.messages
+
+
+def test_reading_a_fresh_fsdp2_state_creates_none() -> None:
+    """Reading FSDP2's state before the first step leaves it without state: through
+    get_optimizer_state_dict it would take a zero step first (_init_optim_state), and the first
+    real step would count t=2 (what scale.grad_scaler failed on while it read the state before
+    its first step)."""
+    run = ShardedAdapter("fsdp2", "torch.optim.AdamW", directory=ROOT).create(_setup())
+    assert [run.read_state(i) for i in range(3)] == [None] * 3
+    run.step([np.full(5, 0.5), np.full((3, 2), 0.25), np.full(3, -0.5)])
+    assert [run.read_state(i).step for i in range(3)] == [1, 1, 1]
 
 
 # --- a rank that misbehaves ---------------------------------------------------------------------

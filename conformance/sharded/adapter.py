@@ -160,11 +160,9 @@ class ShardedRun:
 
     @property
     def amp_step(self) -> Any:
-        """Loss scaling through torch.amp.GradScaler (engines.ShardedRun.amp_step), for ZeRO.
-        Not offered for FSDP2 yet: there scale.grad_scaler fails the step after a skipped one
-        on every element, not yet attributed to FSDP2 or to this harness (reports/
-        sharded-audit.md)."""
-        return self._amp_step if self.adapter.engine == "zero" else None
+        """Loss scaling through torch.amp.GradScaler (engines.ShardedRun.amp_step), for ZeRO
+        and FSDP2 (whose DTensor gradients make the scaler's found_inf agree across ranks)."""
+        return self._amp_step if self.adapter.engine in ("zero", "fsdp2") else None
 
     def _amp_step(self, grads: Sequence[np.ndarray | None], scale: float,
                   unscale_first: bool = False) -> None:

@@ -154,8 +154,10 @@ class ShardedRun:
                  unscale_first: bool = False) -> None:
         """One step under torch.amp.GradScaler, as the torch adapter takes it (its amp_step):
         `grads` already multiplied by `scale`; the scaler unscales them, looks for inf/NaN and
-        skips the step if it finds any. Each rank's scaler sees the gradients this rank holds
-        (FSDP2: its shard), as a user's script on that rank does."""
+        skips the step if it finds any. Each rank's scaler sees the gradients this rank holds,
+        as a user's script on that rank does; under FSDP2 they are DTensors, whose unscale
+        makes found_inf agree across ranks (torch's own FSDP2 test uses this scaler, not
+        ShardedGradScaler)."""
         self._set_grads(grads)
         if any(p.grad is not None and p.grad.dtype == torch.float16 for p in self.tensors):
             raise NotImplementedError("torch.amp.GradScaler does not unscale float16 gradients "
@@ -257,6 +259,14 @@ class Fsdp2Run(ShardedRun):
     def _held(self, i: int) -> tuple[int, ...]:
         return self.shapes[i] or (1,)
 
+    def _starts(self) -> list[int]:
+        """Each group's first parameter's index in creation order."""
+        starts, i = [], 0
+        for g in self.opt.param_groups:
+            starts.append(i)
+            i += len(g["params"])
+        return starts
+
     def _sharded(self, i: int, x: np.ndarray) -> torch.Tensor:
         from torch.distributed.tensor import distribute_tensor
 
@@ -302,6 +312,15 @@ class Fsdp2Run(ShardedRun):
             get_optimizer_state_dict,
         )
 
+        if not self.opt.state:
+            # get_optimizer_state_dict on an optimizer with no state first takes a zero step
+            # (_init_optim_state: zero gradients, lr 0), creating every counter at 1: reading
+            # would change what it reads (reports/sharded-audit.md). Every rank holds a shard
+            # of every parameter, so every rank takes this branch or none.
+            return {"state": {}, "param_groups": [
+                {**{k: v for k, v in g.items() if k != "params"},
+                 "params": self._keys()[i:i + len(g["params"])]}
+                for g, i in zip(self.opt.param_groups, self._starts(), strict=True)]}
         return get_optimizer_state_dict(self.module, self.opt, options=StateDictOptions(
             full_state_dict=True, cpu_offload=True))
 
