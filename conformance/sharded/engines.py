@@ -83,9 +83,11 @@ def _into(entry: dict[str, Any], values: Mapping[str, Any]) -> None:
             entry[k] = value
 
 
-class ShardedRun:
-    """What the engines share: the inner optimizer's construction as the torch adapter does it,
-    the gradients, and reading/writing the full state through `_full()`/`_load()`."""
+class RankRun:
+    """One rank's side of a sharded run (the parent's side is adapter.ShardedRun, which calls
+    these methods on every rank through the pool). What the engines share: the inner
+    optimizer's construction as the torch adapter does it, the gradients, and reading/writing
+    the full state through `_full()`/`_load()`."""
 
     def __init__(self, build: Build, cls: type, setup: Setup) -> None:
         self.build, self.cls, self.setup = build, cls, setup
@@ -107,8 +109,12 @@ class ShardedRun:
 
     # the engine's full state, in creation order --------------------------------------------
 
+    def _read(self) -> dict[str, Any]:
+        """The full state to read or change (the engine's full-state API)."""
+        return self._full()
+
     def full_state(self) -> FullState:
-        sd = self._full()
+        sd = self._read()
         if dist.get_rank() != 0:
             return {}
         keys = self._keys()
@@ -122,7 +128,7 @@ class ShardedRun:
                   groups: Sequence[Mapping[str, Any]]) -> None:
         """Write the parent's changes (None: parameter unchanged) through the engine's API:
         the full state read, changed, and loaded back."""
-        sd = self._full()
+        sd = self._read()
         box = [sd]
         dist.broadcast_object_list(box, src=0)
         sd = box[0]
@@ -188,7 +194,7 @@ class ShardedRun:
                                      self.shapes, model, precisions, fmt, items, counters)
 
 
-class ZeroRun(ShardedRun):
+class ZeroRun(RankRun):
     """ZeroRedundancyOptimizer: parameters replicated, each whole parameter's state on the rank
     it is assigned to; full state via consolidate_state_dict(to=0) and state_dict()."""
 
@@ -234,7 +240,7 @@ class ZeroRun(ShardedRun):
         self.opt.load_state_dict(sd)
 
 
-class Fsdp2Run(ShardedRun):
+class Fsdp2Run(RankRun):
     """FSDP2: each parameter a DTensor sharded on dim 0 (unevenly; a rank's shard may be empty),
     its moments too; full state via torch.distributed.checkpoint.state_dict's
     get/set_optimizer_state_dict(full_state_dict=True). fully_shard refuses 0-dim parameters
@@ -258,6 +264,20 @@ class Fsdp2Run(ShardedRun):
 
     def _held(self, i: int) -> tuple[int, ...]:
         return self.shapes[i] or (1,)
+
+    def _read(self) -> dict[str, Any]:
+        """The full state to read: an optimizer with no state read as holding none, where
+        get_optimizer_state_dict would first take a zero step (_init_optim_state: zero
+        gradients, lr 0), creating every counter at 1, so that reading would change what it
+        reads (reports/sharded-audit.md). A checkpoint (`checkpoint`) still goes through it, as
+        a user's does. Every rank holds a shard of every parameter: all take this branch or
+        none."""
+        if self.opt.state:
+            return self._full()
+        return {"state": {}, "param_groups": [
+            {**{k: v for k, v in g.items() if k != "params"},
+             "params": self._keys()[i:i + len(g["params"])]}
+            for g, i in zip(self.opt.param_groups, self._starts(), strict=True)]}
 
     def _starts(self) -> list[int]:
         """Each group's first parameter's index in creation order."""
@@ -312,15 +332,6 @@ class Fsdp2Run(ShardedRun):
             get_optimizer_state_dict,
         )
 
-        if not self.opt.state:
-            # get_optimizer_state_dict on an optimizer with no state first takes a zero step
-            # (_init_optim_state: zero gradients, lr 0), creating every counter at 1: reading
-            # would change what it reads (reports/sharded-audit.md). Every rank holds a shard
-            # of every parameter, so every rank takes this branch or none.
-            return {"state": {}, "param_groups": [
-                {**{k: v for k, v in g.items() if k != "params"},
-                 "params": self._keys()[i:i + len(g["params"])]}
-                for g, i in zip(self.opt.param_groups, self._starts(), strict=True)]}
         return get_optimizer_state_dict(self.module, self.opt, options=StateDictOptions(
             full_state_dict=True, cpu_offload=True))
 
@@ -337,4 +348,4 @@ class Fsdp2Run(ShardedRun):
             full_state_dict=True, strict=False))
 
 
-RUNS: dict[str, type[ShardedRun]] = {"zero": ZeroRun, "fsdp2": Fsdp2Run}
+RUNS: dict[str, type[RankRun]] = {"zero": ZeroRun, "fsdp2": Fsdp2Run}
