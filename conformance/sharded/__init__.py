@@ -2,7 +2,8 @@
 `--impl=fsdp2:torch.optim.AdamW`, judged through the same adapter protocol as any target.
 
 `pool` starts and supervises the worker processes (one per rank), `worker` is their main loop,
-`engines` builds the sharded optimizer in them, `adapter` presents it to the suite.
+`engines` builds the sharded optimizer in them (`RankRun`: a rank's side of a run), `adapter`
+presents it to the suite (`ShardedRun`: the parent's side).
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ class ShardedRun:
 
     @property
     def amp_step(self) -> Any:
-        """Loss scaling through torch.amp.GradScaler (engines.ShardedRun.amp_step), for ZeRO
+        """Loss scaling through torch.amp.GradScaler (engines.RankRun.amp_step), for ZeRO
         and FSDP2 (whose DTensor gradients make the scaler's found_inf agree across ranks)."""
         return self._amp_step if self.adapter.engine in ("zero", "fsdp2") else None
 

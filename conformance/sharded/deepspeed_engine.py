@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from adamw_conformance.adapters.base import Setup
 from adamw_conformance.sharded.arrays import to_numpy
-from adamw_conformance.sharded.engines import Build, ShardedRun
+from adamw_conformance.sharded.engines import Build, RankRun
 
 _READY = False
 
@@ -35,7 +35,7 @@ def _deepspeed() -> Any:
     return deepspeed
 
 
-class DeepSpeedRun(ShardedRun):
+class DeepSpeedRun(RankRun):
     stage = 2
 
     def __init__(self, build: Build, cls: type, setup: Setup) -> None:
