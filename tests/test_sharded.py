@@ -321,16 +321,23 @@ def test_workers_die_with_their_parent(how: signal.Signals) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["deepspeed-zero1", "deepspeed-zero2"])
 def test_deepspeed(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch.optim.AdamW under DeepSpeed ZeRO (gradient clipping off): its trajectory is AdamW's;
-    groups.none_grad fails: a parameter left out of the loss (no gradient) is stepped as if its
-    gradient were zero (its decay applied), and a 0-dim parameter is refused at creation
-    (reports/sharded-audit.md; impl/sharded/deepspeed_evidence.py)."""
+    """torch.optim.AdamW under DeepSpeed ZeRO (gradient clipping off): its trajectory is AdamW's
+    and a resume through its own checkpoint (save_checkpoint/load_checkpoint) is the
+    uninterrupted run; groups.none_grad fails: a parameter left out of the loss (no gradient)
+    is stepped as if its gradient were zero (its decay applied), and a 0-dim parameter is
+    refused at creation (reports/sharded-audit.md; impl/sharded/deepspeed_evidence.py). No
+    checkpoint is left behind."""
     pytest.importorskip("deepspeed")
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    from adamw_conformance.sharded.deepspeed_engine import checkpoints_folder
+
     out = run_suite("conformance/test_exact.py::test_trajectory",
+                    "conformance/test_state.py::test_round_trip",
                     "conformance/test_groups.py::test_none_grad",
                     f"--impl={engine}:torch.optim.AdamW")
-    assert out.passed() == ["conformance/test_exact.py::test_trajectory"], out.messages
+    assert sorted(out.passed()) == ["conformance/test_exact.py::test_trajectory",
+                                    "conformance/test_state.py::test_round_trip"], out.messages
+    assert Path(checkpoints_folder(os.getpid())).is_dir()  # removed when this process exits
     message = out.messages["conformance/test_groups.py::test_none_grad"]
     assert ("groups.none_grad" in message
             or "self.dim() cannot be 0 to view Float as Byte" in message), message

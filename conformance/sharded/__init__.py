@@ -16,6 +16,9 @@ ENGINES = {
     "deepspeed-zero2": "DeepSpeed ZeRO-2 (an optional extra): flat padded fp32 partitions",
 }
 DEFAULT_WORLD = 2
+#: Marks the worker processes (their environment: the suite process's pid), so that a test can
+#: find any left behind and a worker knows whose files it writes.
+MARKER_ENV = "ADAMW_CONFORMANCE_SHARD_WORKER"
 #: The world sizes --world-size accepts: up to this many processes on one machine.
 MAX_WORLD = 16
 

@@ -9,7 +9,9 @@ parameters) are kept and sent in one call before the run is next used.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -280,12 +282,21 @@ class ShardedRun:
         return True
 
 
-class ReadOnlyShardedRun(ShardedRun):
-    """An engine whose state the suite reads but does not write (DeepSpeed): replay is refused
-    and there is no checkpoint to round-trip; fresh-state and trajectory checks judge it."""
+#: The folders of DeepSpeed checkpoints this process's workers wrote, removed at exit.
+_CHECKPOINTS: set[str] = set()
 
-    state_dict = None  # type: ignore[assignment]
-    load_state_dict = None  # type: ignore[assignment]
+
+class ReadOnlyShardedRun(ShardedRun):
+    """An engine whose state the suite reads but does not write (DeepSpeed): replay is refused;
+    fresh-state and trajectory checks judge it, and its own checkpoint (a directory, named by
+    state_dict()) is round-tripped."""
+
+    def state_dict(self) -> Any:
+        folder = os.path.dirname(path := super().state_dict())
+        if folder not in _CHECKPOINTS:
+            _CHECKPOINTS.add(folder)
+            atexit.register(shutil.rmtree, folder, True)
+        return path
     #: its ranks hold flat partitions the workers do not map to parameters: judged gathered
     judge_step_on_ranks = None  # type: ignore[assignment]
     #: DeepSpeed scales the loss itself (its fp16 config), not through torch's GradScaler

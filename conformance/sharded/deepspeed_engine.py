@@ -6,7 +6,9 @@ Gradients reach it as a user's do, through `engine.backward` of a loss whose gra
 (sum of theta * g: a parameter without a gradient is left out of it); parameters are read from
 the module, the state through `deepspeed.utils.safe_get_full_optimizer_state` where DeepSpeed
 gives it (the full state is then partial: the suite judges the rest by trajectory). The state
-is not written: replay is refused, and state.round_trip skips (no state_dict here).
+is not written (DeepSpeed's `safe_set_full_optimizer_state` writes m and v but no counter):
+replay is refused. state.round_trip goes through DeepSpeed's own checkpoint
+(`engine.save_checkpoint` / `load_checkpoint`, a directory).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from adamw_conformance.adapters.base import Setup
+from adamw_conformance.sharded import MARKER_ENV
 from adamw_conformance.sharded.arrays import to_numpy
 from adamw_conformance.sharded.engines import Build, RankRun
 
@@ -72,28 +75,73 @@ class DeepSpeedRun(RankRun):
         return out if dist.get_rank() == 0 else None
 
     def full_state(self) -> dict[str, list[dict[str, Any]]]:
+        """m and v through `safe_get_full_optimizer_state`, where every rank holding a piece of
+        the parameter has that key linked. DeepSpeed 0.19 links the state of every group but
+        the first to nothing (it links all groups after stepping the first one only:
+        reports/sharded-audit.md), and the call raises on a rank with an unlinked fragment
+        before the all_reduce the others enter: the ranks agree first, by a MIN all_reduce."""
         import torch.distributed as dist
         from deepspeed.utils import safe_get_full_optimizer_state
 
+        keys = ("exp_avg", "exp_avg_sq")
+        ps = list(self.engine.module.ps)
+        linked = torch.tensor([[_linked(p, key) for key in keys] for p in ps],
+                              dtype=torch.int32).reshape(len(ps), len(keys))
+        dist.all_reduce(linked, op=dist.ReduceOp.MIN)
         state: list[dict[str, Any]] = []
-        for p, shape in zip(self.engine.module.ps, self.shapes, strict=True):
+        for i, (p, shape) in enumerate(zip(ps, self.shapes, strict=True)):
             entry: dict[str, Any] = {}
-            for key in ("exp_avg", "exp_avg_sq"):
-                try:
-                    x = safe_get_full_optimizer_state(p, key)
-                except (ValueError, KeyError, AttributeError):
-                    x = None
+            for j, key in enumerate(keys):
+                x = safe_get_full_optimizer_state(p, key) if linked[i, j] else None
                 if x is not None:
                     entry[key] = (to_numpy(x).reshape(shape), str(x.dtype).split(".")[-1])
             state.append(entry)
         return {"state": state, "groups": [{} for _ in self.setup.groups]} \
             if dist.get_rank() == 0 else {}
 
+    def checkpoint(self) -> str:
+        """DeepSpeed's own checkpoint: `engine.save_checkpoint` into a fresh directory (one
+        machine: every rank writes its partition there), named to every rank by rank 0."""
+        import tempfile
+
+        import torch.distributed as dist
+
+        box = [tempfile.mkdtemp(prefix="ds-ckpt-", dir=_checkpoints()) if dist.get_rank() == 0
+               else None]
+        dist.broadcast_object_list(box, src=0)
+        self.engine.save_checkpoint(box[0], tag="saved")
+        return box[0]
+
+    def load_checkpoint(self, sd: Any) -> None:
+        self.engine.load_checkpoint(sd, tag="saved", load_optimizer_states=True,
+                                    load_lr_scheduler_states=False)
+
     def write_params(self, values: Any) -> None:
         raise NotImplementedError("the DeepSpeed engine writes no state: replay is refused")
 
     def load_full(self, state: Any, groups: Any) -> None:
         raise NotImplementedError("the DeepSpeed engine writes no state: replay is refused")
+
+
+def _linked(p: torch.Tensor, key: str) -> int:
+    """1 if this rank can give `key` of p's state (it holds none of p, or its piece is linked
+    to that key), else 0."""
+    mapping = getattr(p, "_hp_mapping", None)
+    return int(mapping is None or key in (mapping.optim_fragment or {}))
+
+
+def checkpoints_folder(parent: int) -> str:
+    """Where the workers of the suite process `parent` write DeepSpeed checkpoints: the parent
+    removes it when it exits (the workers leave by os._exit, which runs no exit handlers)."""
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"adamw-conformance-ds-{parent}")
+
+
+def _checkpoints() -> str:
+    folder = checkpoints_folder(int(os.environ.get(MARKER_ENV, os.getpid())))
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 class DeepSpeedZero1Run(DeepSpeedRun):

@@ -19,9 +19,9 @@ import time
 import traceback
 from typing import Any
 
+from adamw_conformance.sharded import MARKER_ENV  # noqa: F401 (the pool sets it)
+
 AUTHKEY_ENV = "ADAMW_CONFORMANCE_SHARD_KEY"
-#: Marks the worker processes (their environment), so that a test can find any left behind.
-MARKER_ENV = "ADAMW_CONFORMANCE_SHARD_WORKER"
 
 
 def _die_with_parent(parent: int) -> None:
