@@ -341,3 +341,23 @@ def test_deepspeed(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
     message = out.messages["conformance/test_groups.py::test_none_grad"]
     assert ("groups.none_grad" in message
             or "self.dim() cannot be 0 to view Float as Byte" in message), message
+
+
+@pytest.mark.slow
+def test_deepspeed_second_group_state_is_unlinked_and_read_as_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DeepSpeed 0.19 links the optimizer state of its first group's parameters only (it links
+    every group after stepping the first: reports/sharded-audit.md): the first group's moments
+    read through safe_get_full_optimizer_state, the second's not. Parameter 1 lies on rank 0
+    alone (group 1 is 4 elements, 2 per rank): the ranks agree before the collective read, so
+    the read neither hangs nor raises."""
+    pytest.importorskip("deepspeed")
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    adapter = ShardedAdapter("deepspeed-zero2", "torch.optim.AdamW", directory=ROOT, timeout=60)
+    run = adapter.create(Setup([GroupSetup([np.ones(4)], HYPER),
+                                GroupSetup([np.ones(1), np.ones(3)],
+                                           {**HYPER, "weight_decay": 0.0})]))
+    run.step([np.full(4, 0.5), np.full(1, 0.5), np.full(3, 0.5)])
+    full = run._full()["state"]
+    assert sorted(full[0]) == ["exp_avg", "exp_avg_sq"], full
+    assert full[1] == full[2] == {}, full
