@@ -19,6 +19,7 @@ from adamw_conformance.core.strategies import (
     log_uniform,
     regimes,
     sample_state,
+    sized_all,
     state_regimes,
     steps,
 )
@@ -114,15 +115,15 @@ def test_no_decay(cfg, hypers, plain, theta, g, m, v, t, seed):
     if "weight_decay" in hypers[plain]:
         hypers[plain]["weight_decay"] = 0.0
     rng = np.random.default_rng(seed)
-    params = [theta.sample(rng, s, cfg.dtype) for s in _ND_SHAPES]
-    grads = [g.sample(rng, s, cfg.dtype) for s in _ND_SHAPES]
+    params = [theta.sample(rng, s, cfg.dtype) for s in sized_all(_ND_SHAPES)]
+    grads = [g.sample(rng, s, cfg.dtype) for s in sized_all(_ND_SHAPES)]
     if replay.can_replay(cfg):
         t = max(t, 2) if first_step_creates_state() else t
         states = [sample_state(state_regimes(m, v), rng, s, cfg.dtype, t - 1)
-                  for s in _ND_SHAPES]
+                  for s in sized_all(_ND_SHAPES)]
     else:
-        states = [ParamState(np.zeros(s), np.zeros(s), 0) for s in _ND_SHAPES]
-    setup = layout(_ND_SHAPES, _ND_GROUP_OF, params, hypers, cfg)
+        states = [ParamState(np.zeros(s), np.zeros(s), 0) for s in sized_all(_ND_SHAPES)]
+    setup = layout(sized_all(_ND_SHAPES), _ND_GROUP_OF, params, hypers, cfg)
     run = replay.prepare(cfg, setup, params, states)
     assert run is not None, "can_replay() promised a writable state"
     per_param = [checks.with_schedule_base(cfg.model, hypers[k], hypers[k]["lr"])
@@ -205,8 +206,9 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
         pytest.skip(f"{cfg.adapter.name} {NO_NONE_GRADS}")
     rng = np.random.default_rng(seed)
     n = len(_NG_SHAPES)
-    params0 = [theta.sample(rng, s, cfg.dtype) for s in _NG_SHAPES]
-    run = calls.create(cfg, layout(_NG_SHAPES, _NG_GROUP_OF, params0, hypers, cfg))
+    shapes_ = sized_all(_NG_SHAPES)
+    params0 = [theta.sample(rng, s, cfg.dtype) for s in shapes_]
+    run = calls.create(cfg, layout(shapes_, _NG_GROUP_OF, params0, hypers, cfg))
     per_param = [checks.with_schedule_base(cfg.model, hypers[k], hypers[k]["lr"])
                  for k in _NG_GROUP_OF]
     per_counter = cfg.model.convention.counter == "parameter"
@@ -217,7 +219,7 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
     for k, row in enumerate(sched.kinds):
         grads = [None if kind == "none" else
                  np.zeros(s) if kind == "zero" else g.sample(rng, s, cfg.dtype)
-                 for kind, s in zip(row, _NG_SHAPES, strict=True)]
+                 for kind, s in zip(row, shapes_, strict=True)]
         before, bst = run.params(), replay.read_each_state(run, n)
         calls.step(cfg, run, grads)
         after, ast = run.params(), replay.read_each_state(run, n)
@@ -239,7 +241,7 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
             if bst[i] is not None:
                 known.append(bst[i])
             elif not stepped[i] and per_counter:
-                known.append(ParamState(np.zeros(_NG_SHAPES[i]), np.zeros(_NG_SHAPES[i]), 0))
+                known.append(ParamState(np.zeros(shapes_[i]), np.zeros(shapes_[i]), 0))
             else:
                 known.append(None)
         outcome = checks.judge_values(cfg, after, ast, before, known, grads, per_param)
@@ -314,9 +316,10 @@ def test_order(cfg, hypers, order, inner, theta, g, n_steps, missing, seed):
     if not cfg.caps.none_grads:
         missing = [False] * len(missing)  # every parameter has a gradient
     rng = np.random.default_rng(seed)
-    params = [theta.sample(rng, s, cfg.dtype) for s in _OR_SHAPES]
+    shapes_ = sized_all(_OR_SHAPES)
+    params = [theta.sample(rng, s, cfg.dtype) for s in shapes_]
     perm = _permuted(order, inner)  # perm[j] = original index of the permuted run's parameter j
-    run_a = calls.create(cfg, layout(_OR_SHAPES, _OR_GROUP_OF, params, hypers, cfg))
+    run_a = calls.create(cfg, layout(shapes_, _OR_GROUP_OF, params, hypers, cfg))
     groups_b = [GroupSetup([params[i] for i in perm if _OR_GROUP_OF[i] == k], hypers[k])
                 for k in order]
     run_b = calls.create(cfg, Setup(groups_b, cfg.dtype, cfg.device))
@@ -326,7 +329,7 @@ def test_order(cfg, hypers, order, inner, theta, g, n_steps, missing, seed):
              f"  reproduce: {checks.reproduction(cfg, 'groups.order')}")
     for k in range(n_steps):
         grads = [None if (missing[i] and k == 0) else g.sample(rng, s, cfg.dtype)
-                 for i, s in enumerate(_OR_SHAPES)]
+                 for i, s in enumerate(shapes_)]
         calls.step(cfg, run_a, grads)
         calls.step(cfg, run_b, [grads[i] for i in perm])
         _same(cfg, run_a, run_b, perm, n, k + 1, where)

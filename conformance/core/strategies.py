@@ -134,10 +134,41 @@ QUANTIZED_SHAPES = ((4096,), (4352,), (64, 66), (4100,), (DEFAULT_ELEMENTS,))
 OUTLIER_RUN = 128
 
 
+#: For a target that compiles its step once per shape (core/shape_reuse.py): the shapes every
+#: property takes, so that the compiled kernels are reused. A property's own shape keeps its
+#: kind (0-dim, empty, one element, a vector, a matrix; `sized`); a step case draws from
+#: SHAPE_SET's share of `shapes` (all of them but the 3-d one).
+SHAPE_SET = ((), (0,), (1,), (32,), (2, 3), (DEFAULT_ELEMENTS,), (16, 16))
+_STEP_SHAPES = tuple(s for s in SHAPE_SET if s not in ((32,), (2, 3)))
+
+
+def sized(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a property takes for `shape`: itself, or, for a target that compiles per shape
+    (the run's context), the member of SHAPE_SET of its kind (a vector of two or more elements
+    is (32,), a tensor of two or more dimensions (2, 3))."""
+    if not context.current().shape_set or shape in SHAPE_SET:
+        return shape
+    n = int(np.prod(shape))
+    if n == 0:
+        return (0,)
+    if len(shape) >= 2:
+        return (2, 3)
+    return (1,) if n == 1 else (32,)
+
+
+def sized_all(shapes_: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+    """`sized` of each shape."""
+    return tuple(sized(s) for s in shapes_)
+
+
 def shape_pool() -> st.SearchStrategy[tuple[int, ...]]:
-    """The shapes a step case draws from: `shapes`, or QUANTIZED_SHAPES for a target whose
-    state is block-quantized (read at draw time, from the run's context)."""
-    return st.sampled_from(QUANTIZED_SHAPES) if context.current().quantized else shapes
+    """The shapes a step case draws from: `shapes`, QUANTIZED_SHAPES for a target whose
+    state is block-quantized, or SHAPE_SET's for one that compiles per shape (read at draw
+    time, from the run's context)."""
+    now = context.current()
+    if now.quantized:
+        return st.sampled_from(QUANTIZED_SHAPES)
+    return st.sampled_from(_STEP_SHAPES) if now.shape_set else shapes
 
 
 def with_outliers(x: np.ndarray, rng: np.random.Generator, dtype: str) -> np.ndarray:
