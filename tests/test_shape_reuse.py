@@ -72,3 +72,10 @@ def test_per_shape_target_steps_the_shape_set_only(counter: collections.Counter)
     # the once-per-run probes: warm-up, layout, quantization, orders, shape, replay
     probes = {(4,), (3,), (4096,), (64,), (5,), (6,), (7,), (2,)}
     assert compiled.SEEN["per_shape"] - probes <= set(SHAPE_SET)
+
+
+@pytest.mark.slow
+def test_torch_compile_with_static_shapes_is_found() -> None:
+    """The real compiler: torch's AdamW step under torch.compile(dynamic=False) compiles per
+    shape; torch's AdamW, never compiled, is not stepped by the probe."""
+    assert _found("impl.compiled:CompiledAdamW")
