@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from adamw_conformance.core import calls, checks, replay, trajectory, variants
-from adamw_conformance.core.strategies import hyperparameters, regimes, sized, step_cases
+from adamw_conformance.core.strategies import hyperparameters, regimes, step_cases
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,8 +36,8 @@ def test_trajectory(cfg, hyper, theta, g, steps, seed):
     from adamw_conformance.adapters.base import GroupSetup, Setup
 
     rng = np.random.default_rng(seed)
-    theta0 = theta.sample(rng, sized((64,)), cfg.dtype)
-    grads = [g.sample(rng, sized((64,)), cfg.dtype) for _ in range(steps)]
+    theta0 = theta.sample(rng, (64,), cfg.dtype)
+    grads = [g.sample(rng, (64,), cfg.dtype) for _ in range(steps)]
     run = calls.create(cfg, Setup([GroupSetup([theta0], hyper)], cfg.dtype, cfg.device))
     for grad in grads:
         calls.step(cfg, run, [grad])

@@ -14,12 +14,12 @@ from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import compare, format_hyper
 from adamw_conformance.core.layout import shared_counter
 from adamw_conformance.core.strategies import (
+    SizedShapes,
     first_step_creates_state,
     hyperparameters,
     log_uniform,
     regimes,
     sample_state,
-    sized_all,
     state_regimes,
     steps,
 )
@@ -94,7 +94,7 @@ def _fits(cfg: Config, hyper: dict[str, float], before: np.ndarray, g: np.ndarra
 
 
 # groups.no_decay: three groups of parameters of different shapes, 0-dim and empty included.
-_ND_SHAPES = ((5,), (), (0,), (2, 3), (4,), (1,))
+_ND_SHAPES = SizedShapes(((5,), (), (0,), (2, 3), (4,), (1,)))
 _ND_GROUP_OF = (0, 0, 1, 1, 2, 2)
 
 
@@ -115,15 +115,15 @@ def test_no_decay(cfg, hypers, plain, theta, g, m, v, t, seed):
     if "weight_decay" in hypers[plain]:
         hypers[plain]["weight_decay"] = 0.0
     rng = np.random.default_rng(seed)
-    params = [theta.sample(rng, s, cfg.dtype) for s in sized_all(_ND_SHAPES)]
-    grads = [g.sample(rng, s, cfg.dtype) for s in sized_all(_ND_SHAPES)]
+    params = [theta.sample(rng, s, cfg.dtype) for s in _ND_SHAPES]
+    grads = [g.sample(rng, s, cfg.dtype) for s in _ND_SHAPES]
     if replay.can_replay(cfg):
         t = max(t, 2) if first_step_creates_state() else t
         states = [sample_state(state_regimes(m, v), rng, s, cfg.dtype, t - 1)
-                  for s in sized_all(_ND_SHAPES)]
+                  for s in _ND_SHAPES]
     else:
-        states = [ParamState(np.zeros(s), np.zeros(s), 0) for s in sized_all(_ND_SHAPES)]
-    setup = layout(sized_all(_ND_SHAPES), _ND_GROUP_OF, params, hypers, cfg)
+        states = [ParamState(np.zeros(s), np.zeros(s), 0) for s in _ND_SHAPES]
+    setup = layout(_ND_SHAPES, _ND_GROUP_OF, params, hypers, cfg)
     run = replay.prepare(cfg, setup, params, states)
     assert run is not None, "can_replay() promised a writable state"
     per_param = [checks.with_schedule_base(cfg.model, hypers[k], hypers[k]["lr"])
@@ -151,7 +151,7 @@ def test_no_decay(cfg, hypers, plain, theta, g, m, v, t, seed):
 
 
 # groups.none_grad: two groups, four parameters; each step some have no gradient, some a zero one.
-_NG_SHAPES = ((6,), (2, 3), (), (5,))
+_NG_SHAPES = SizedShapes(((6,), (2, 3), (), (5,)))
 _NG_GROUP_OF = (0, 0, 1, 1)
 KINDS = ("none", "zero", "grad")
 
@@ -206,9 +206,8 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
         pytest.skip(f"{cfg.adapter.name} {NO_NONE_GRADS}")
     rng = np.random.default_rng(seed)
     n = len(_NG_SHAPES)
-    shapes_ = sized_all(_NG_SHAPES)
-    params0 = [theta.sample(rng, s, cfg.dtype) for s in shapes_]
-    run = calls.create(cfg, layout(shapes_, _NG_GROUP_OF, params0, hypers, cfg))
+    params0 = [theta.sample(rng, s, cfg.dtype) for s in _NG_SHAPES]
+    run = calls.create(cfg, layout(_NG_SHAPES, _NG_GROUP_OF, params0, hypers, cfg))
     per_param = [checks.with_schedule_base(cfg.model, hypers[k], hypers[k]["lr"])
                  for k in _NG_GROUP_OF]
     per_counter = cfg.model.convention.counter == "parameter"
@@ -219,7 +218,7 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
     for k, row in enumerate(sched.kinds):
         grads = [None if kind == "none" else
                  np.zeros(s) if kind == "zero" else g.sample(rng, s, cfg.dtype)
-                 for kind, s in zip(row, shapes_, strict=True)]
+                 for kind, s in zip(row, _NG_SHAPES, strict=True)]
         before, bst = run.params(), replay.read_each_state(run, n)
         calls.step(cfg, run, grads)
         after, ast = run.params(), replay.read_each_state(run, n)
@@ -241,7 +240,7 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
             if bst[i] is not None:
                 known.append(bst[i])
             elif not stepped[i] and per_counter:
-                known.append(ParamState(np.zeros(shapes_[i]), np.zeros(shapes_[i]), 0))
+                known.append(ParamState(np.zeros(_NG_SHAPES[i]), np.zeros(_NG_SHAPES[i]), 0))
             else:
                 known.append(None)
         outcome = checks.judge_values(cfg, after, ast, before, known, grads, per_param)
@@ -286,7 +285,7 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
 
 
 # groups.order: three groups; parameters and groups permuted between two runs.
-_OR_SHAPES = ((4,), (2, 2), (3,), (), (5,))
+_OR_SHAPES = SizedShapes(((4,), (2, 2), (3,), (), (5,)))
 _OR_GROUP_OF = (0, 0, 1, 2, 2)
 
 
@@ -316,10 +315,9 @@ def test_order(cfg, hypers, order, inner, theta, g, n_steps, missing, seed):
     if not cfg.caps.none_grads:
         missing = [False] * len(missing)  # every parameter has a gradient
     rng = np.random.default_rng(seed)
-    shapes_ = sized_all(_OR_SHAPES)
-    params = [theta.sample(rng, s, cfg.dtype) for s in shapes_]
+    params = [theta.sample(rng, s, cfg.dtype) for s in _OR_SHAPES]
     perm = _permuted(order, inner)  # perm[j] = original index of the permuted run's parameter j
-    run_a = calls.create(cfg, layout(shapes_, _OR_GROUP_OF, params, hypers, cfg))
+    run_a = calls.create(cfg, layout(_OR_SHAPES, _OR_GROUP_OF, params, hypers, cfg))
     groups_b = [GroupSetup([params[i] for i in perm if _OR_GROUP_OF[i] == k], hypers[k])
                 for k in order]
     run_b = calls.create(cfg, Setup(groups_b, cfg.dtype, cfg.device))
@@ -329,7 +327,7 @@ def test_order(cfg, hypers, order, inner, theta, g, n_steps, missing, seed):
              f"  reproduce: {checks.reproduction(cfg, 'groups.order')}")
     for k in range(n_steps):
         grads = [None if (missing[i] and k == 0) else g.sample(rng, s, cfg.dtype)
-                 for i, s in enumerate(shapes_)]
+                 for i, s in enumerate(_OR_SHAPES)]
         calls.step(cfg, run_a, grads)
         calls.step(cfg, run_b, [grads[i] for i in perm])
         _same(cfg, run_a, run_b, perm, n, k + 1, where)

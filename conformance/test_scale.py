@@ -22,7 +22,6 @@ from adamw_conformance.core.strategies import (
     log_uniform,
     regimes,
     representable,
-    sized,
     step_cases,
 )
 from adamw_conformance.spec.formats import Format, format_of
@@ -96,9 +95,8 @@ def test_power_of_two(cfg, data):
     steps = data.draw(st.integers(1, 4), label="steps")
     seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
     rng = np.random.default_rng(seed)
-    n = sized((_N,))[0]  # the shape set's vector for a target compiling per shape
-    theta = data.draw(regimes(-4, 4, zeros=False), label="theta").sample(rng, (n,), cfg.dtype)
-    grads = [g_regime.sample(rng, (n,), cfg.dtype) for _ in range(steps)]
+    theta = data.draw(regimes(-4, 4, zeros=False), label="theta").sample(rng, (_N,), cfg.dtype)
+    grads = [g_regime.sample(rng, (_N,), cfg.dtype) for _ in range(steps)]
     scale_g = _log2_range(grads)
     assume(scale_g is not None)
     hyper["eps"] = float(2.0 ** ((scale_g[0] + scale_g[1]) / 2)
@@ -265,10 +263,9 @@ def test_grad_scaler(cfg, pattern, data):
     bad = data.draw(st.sampled_from([math.inf, -math.inf, math.nan]), label="overflow value")
     seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
     rng = np.random.default_rng(seed)
-    n = sized((_N,))[0]  # the shape set's vector for a target compiling per shape
-    theta = data.draw(regimes(-4, 4, zeros=False), label="theta").sample(rng, (n,), cfg.dtype)
+    theta = data.draw(regimes(-4, 4, zeros=False), label="theta").sample(rng, (_N,), cfg.dtype)
     rg = data.draw(regimes(-8, 2), label="g")
-    grads = [rg.sample(rng, (n,), cfg.dtype) for _ in range(n_ok)]
+    grads = [rg.sample(rng, (_N,), cfg.dtype) for _ in range(n_ok)]
     fmt = format_of(cfg.dtype)
     top = _log2_range(grads)
     room = fmt.emax - 1 - (top[1] if top else 0)  # S g must stay finite in the dtype
@@ -285,7 +282,7 @@ def test_grad_scaler(cfg, pattern, data):
     where = (f"  AMP pattern: {PATTERNS[pattern]}; loss scale S=2^{s}; hyperparameters: "
              f"{format_hyper(hyper)}\n"
              f"  reproduce: {checks.reproduction(cfg, 'scale.grad_scaler')}")
-    states = [ParamState(np.zeros(n), np.zeros(n), 0)]
+    states = [ParamState(np.zeros(_N), np.zeros(_N), 0)]
     readable = True
     t = 0
     for j in range(n_ok + 1):
@@ -293,7 +290,7 @@ def test_grad_scaler(cfg, pattern, data):
         before_states = replay.read_states(run, 1)
         if j == skip_at:
             g = grads[0] * scale
-            g[rng.integers(n)] = bad
+            g[rng.integers(_N)] = bad
             _amp_step(cfg, run, [g], scale, pattern)
             after, after_states = run.params(), replay.read_states(run, 1)
             assert bits.same(before[0], after[0]), (

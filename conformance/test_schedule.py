@@ -10,13 +10,12 @@ from adamw_conformance.core import bits, calls, checks, record, replay
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import compare, format_hyper
 from adamw_conformance.core.strategies import (
+    SizedShapes,
     first_step_creates_state,
     hyperparameters,
     log_uniform,
     regimes,
     sample_state,
-    sized,
-    sized_all,
     state_regimes,
     steps,
 )
@@ -27,7 +26,7 @@ from hypothesis import strategies as st
 pytestmark = pytest.mark.catalogue("schedule")
 
 
-_SHAPES = ((16,), (2, 3))
+_SHAPES = SizedShapes(((16,), (2, 3)))
 
 
 @given(hyper=hyperparameters(), factor=st.sampled_from([0.1, 0.5, 2.0, 10.0])
@@ -41,27 +40,26 @@ def test_current_lr(cfg, hyper, factor, theta, g, before, seed):
     rate is new lr / initial lr * wd). Where the state is not readable, the lr is changed before
     the first step and that step is judged from fresh state. Skipped without set_lr.
     """
-    probe = calls.create(cfg, Setup([GroupSetup([np.ones(sized((2,)))], hyper)], cfg.dtype,
-                                    cfg.device))
+    probe = calls.create(cfg, Setup([GroupSetup([np.ones(2)], hyper)], cfg.dtype, cfg.device))
     if not capability(probe, "set_lr"):
         pytest.skip(f"{cfg.adapter.name}: the adapter cannot change a group's lr (no set_lr)")
     if hyper.get("weight_decay") == 0.0:
         hyper = {**hyper, "weight_decay": 0.1}
     rng = np.random.default_rng(seed)
-    params = [theta.sample(rng, s, cfg.dtype) for s in sized_all(_SHAPES)]
+    params = [theta.sample(rng, s, cfg.dtype) for s in _SHAPES]
     run = calls.create(cfg, Setup([GroupSetup(params, hyper)], cfg.dtype, cfg.device))
     replayed = replay.can_replay(cfg)
     for _ in range(before if replayed else 0):
-        calls.step(cfg, run, [g.sample(rng, s, cfg.dtype) for s in sized_all(_SHAPES)])
+        calls.step(cfg, run, [g.sample(rng, s, cfg.dtype) for s in _SHAPES])
     states = replay.read_states(run, len(params)) if replayed else None
     if states is None:
-        states = [ParamState(np.zeros(s), np.zeros(s), 0) for s in sized_all(_SHAPES)]
+        states = [ParamState(np.zeros(s), np.zeros(s), 0) for s in _SHAPES]
     new_lr = float(hyper["lr"] * factor)
     calls.set_lr(cfg, run, 0, new_lr)
     now = {**hyper, "lr": new_lr}
     judged = checks.with_schedule_base(cfg.model, now, hyper["lr"])
     x = run.params()
-    grads = [g.sample(rng, s, cfg.dtype) for s in sized_all(_SHAPES)]
+    grads = [g.sample(rng, s, cfg.dtype) for s in _SHAPES]
     outcome = checks.judge_step(cfg, run, x, states, grads, [judged] * len(params))
     if outcome.mismatches:
         note = _diagnosis(cfg, outcome, x, states, grads, hyper, judged)
@@ -172,10 +170,9 @@ def test_lr_zero(cfg, hyper, theta, g, m, v, t, mode, warm, after, seed):
         x.reshape(-1)[0] = 0.0
         return x
 
-    params = [theta.sample(rng, s, cfg.dtype) for s in sized_all(_SHAPES)]
+    params = [theta.sample(rng, s, cfg.dtype) for s in _SHAPES]
     zero_lr = {**hyper, "lr": 0.0}
-    probe = calls.create(cfg, Setup([GroupSetup([np.ones(sized((2,)))], hyper)], cfg.dtype,
-                                    cfg.device))
+    probe = calls.create(cfg, Setup([GroupSetup([np.ones(2)], hyper)], cfg.dtype, cfg.device))
     settable = capability(probe, "set_lr")
     if mode == "replay" and not replay.can_replay(cfg):
         mode = "warm"
@@ -188,7 +185,7 @@ def test_lr_zero(cfg, hyper, theta, g, m, v, t, mode, warm, after, seed):
         # v = 0 at the first element, and what must vanish with it (gavg^2 <= v)
         states = [sample_state(state_regimes(m, v), rng, s, cfg.dtype, t - 1).mapped(
                       lambda name, x: zero_first(x) if name in ("v", "accum", "gavg") else x)
-                  for s in sized_all(_SHAPES)]
+                  for s in _SHAPES]
         run = replay.prepare(cfg, Setup([GroupSetup(params, hyper)], cfg.dtype, cfg.device), params,
                       states)
         assert run is not None, "can_replay() promised a writable state"
@@ -201,8 +198,7 @@ def test_lr_zero(cfg, hyper, theta, g, m, v, t, mode, warm, after, seed):
     elif mode == "warm":
         run = calls.create(cfg, Setup([GroupSetup(params, hyper)], cfg.dtype, cfg.device))
         for _ in range(warm):
-            calls.step(cfg, run, [zero_first(g.sample(rng, s, cfg.dtype))
-                                  for s in sized_all(_SHAPES)])
+            calls.step(cfg, run, [zero_first(g.sample(rng, s, cfg.dtype)) for s in _SHAPES])
         calls.set_lr(cfg, run, 0, 0.0)
         story = f"{warm} steps at lr={hyper['lr']!r}, then set_lr(0)"
     else:
@@ -210,8 +206,7 @@ def test_lr_zero(cfg, hyper, theta, g, m, v, t, mode, warm, after, seed):
         story = "fresh state, created with lr=0"
     frozen = run.params()
     for k in range(after):
-        calls.step(cfg, run, [zero_first(g.sample(rng, s, cfg.dtype))
-                              for s in sized_all(_SHAPES)])
+        calls.step(cfg, run, [zero_first(g.sample(rng, s, cfg.dtype)) for s in _SHAPES])
         for i, (now, was) in enumerate(zip(run.params(), frozen, strict=True)):
             if bits.same(_unsigned_zeros(now), _unsigned_zeros(was)):
                 continue

@@ -11,13 +11,7 @@ import pytest
 from adamw_conformance.adapters.base import GroupSetup, ParamState, Run, Setup, capability
 from adamw_conformance.core import bits, calls, checks, replay, stochastic
 from adamw_conformance.core.config import Config
-from adamw_conformance.core.strategies import (
-    hyperparameters,
-    regimes,
-    sized,
-    sized_all,
-    typical_hyper,
-)
+from adamw_conformance.core.strategies import SizedShapes, hyperparameters, regimes, typical_hyper
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,7 +19,7 @@ pytestmark = pytest.mark.catalogue("state")
 
 # Three small parameters: enough to see a state that is attached to the wrong parameter or
 # group, cheap enough for the ci profile.
-_SHAPES = ((8,), (2, 3), (5,))
+_SHAPES = SizedShapes(((8,), (2, 3), (5,)))
 #: How the parameters are grouped, and what the groups share. Two groups with their own
 #: hyperparameters show a state attached to the wrong group; one group, or two with equal
 #: betas, show what an optimizer keeps per betas outside its state dict (DeepSpeedCPUAdam's
@@ -80,7 +74,7 @@ def plans(draw: st.DrawFn, cfg: Config, can_set_lr: bool) -> Plan:
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     theta = draw(regimes(-4, 4, zeros=False))
-    params = [theta.sample(rng, s, cfg.dtype) for s in sized_all(_SHAPES)]
+    params = [theta.sample(rng, s, cfg.dtype) for s in _SHAPES]
     groups = [GroupSetup([p for p, gi in zip(params, group_of, strict=True) if gi == k],
                          hyper[k]) for k in range(len(hyper))]
     # An option the target refuses (at construction or on use) is not drawn: the header's
@@ -95,14 +89,14 @@ def plans(draw: st.DrawFn, cfg: Config, can_set_lr: bool) -> Plan:
     # when the optimizer is saved and must be created lazily after the load, at its own t=1.
     late = draw(st.booleans()) and cfg.caps.none_grads
     grads = [[None if (i == 1 and late and k < before) else g.sample(rng, s, cfg.dtype)
-              for i, s in enumerate(sized_all(_SHAPES))] for k in range(before + after)]
+              for i, s in enumerate(_SHAPES)] for k in range(before + after)]
     new_lr = draw(st.sampled_from([None, 0.5, 2.0])) if can_set_lr else None
     return Plan(setup, grads, before, None if new_lr is None else hyper[0]["lr"] * new_lr,
                 layout)
 
 
 def _probe(cfg: Config) -> Run:
-    setup = Setup([GroupSetup([np.ones(sized((2,)))], typical_hyper())], cfg.dtype, cfg.device)
+    setup = Setup([GroupSetup([np.ones(2)], typical_hyper())], cfg.dtype, cfg.device)
     return calls.create(cfg, setup)
 
 
