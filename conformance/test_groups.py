@@ -14,6 +14,7 @@ from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import compare, format_hyper
 from adamw_conformance.core.layout import shared_counter
 from adamw_conformance.core.strategies import (
+    SizedShapes,
     first_step_creates_state,
     hyperparameters,
     log_uniform,
@@ -93,7 +94,7 @@ def _fits(cfg: Config, hyper: dict[str, float], before: np.ndarray, g: np.ndarra
 
 
 # groups.no_decay: three groups of parameters of different shapes, 0-dim and empty included.
-_ND_SHAPES = ((5,), (), (0,), (2, 3), (4,), (1,))
+_ND_SHAPES = SizedShapes(((5,), (), (0,), (2, 3), (4,), (1,)))
 _ND_GROUP_OF = (0, 0, 1, 1, 2, 2)
 
 
@@ -150,7 +151,7 @@ def test_no_decay(cfg, hypers, plain, theta, g, m, v, t, seed):
 
 
 # groups.none_grad: two groups, four parameters; each step some have no gradient, some a zero one.
-_NG_SHAPES = ((6,), (2, 3), (), (5,))
+_NG_SHAPES = SizedShapes(((6,), (2, 3), (), (5,)))
 _NG_GROUP_OF = (0, 0, 1, 1)
 KINDS = ("none", "zero", "grad")
 
@@ -284,7 +285,7 @@ def test_none_grad(cfg, hypers, sched, theta, g, seed):
 
 
 # groups.order: three groups; parameters and groups permuted between two runs.
-_OR_SHAPES = ((4,), (2, 2), (3,), (), (5,))
+_OR_SHAPES = SizedShapes(((4,), (2, 2), (3,), (), (5,)))
 _OR_GROUP_OF = (0, 0, 1, 2, 2)
 
 

@@ -10,6 +10,7 @@ from adamw_conformance.core import bits, calls, checks, record, replay
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import compare, format_hyper
 from adamw_conformance.core.strategies import (
+    SizedShapes,
     first_step_creates_state,
     hyperparameters,
     log_uniform,
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 pytestmark = pytest.mark.catalogue("schedule")
 
 
-_SHAPES = ((16,), (2, 3))
+_SHAPES = SizedShapes(((16,), (2, 3)))
 
 
 @given(hyper=hyperparameters(), factor=st.sampled_from([0.1, 0.5, 2.0, 10.0])

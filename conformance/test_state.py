@@ -11,7 +11,7 @@ import pytest
 from adamw_conformance.adapters.base import GroupSetup, ParamState, Run, Setup, capability
 from adamw_conformance.core import bits, calls, checks, replay, stochastic
 from adamw_conformance.core.config import Config
-from adamw_conformance.core.strategies import hyperparameters, regimes, typical_hyper
+from adamw_conformance.core.strategies import SizedShapes, hyperparameters, regimes, typical_hyper
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.catalogue("state")
 
 # Three small parameters: enough to see a state that is attached to the wrong parameter or
 # group, cheap enough for the ci profile.
-_SHAPES = ((8,), (2, 3), (5,))
+_SHAPES = SizedShapes(((8,), (2, 3), (5,)))
 #: How the parameters are grouped, and what the groups share. Two groups with their own
 #: hyperparameters show a state attached to the wrong group; one group, or two with equal
 #: betas, show what an optimizer keeps per betas outside its state dict (DeepSpeedCPUAdam's

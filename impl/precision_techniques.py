@@ -40,6 +40,10 @@ class _Float32StepAdamW(torch.optim.Optimizer):
     def store(self, p: torch.Tensor, x: torch.Tensor, state: dict) -> None:
         p.copy_(x)
 
+    def corrections(self, b1: float, b2: float, t: int) -> tuple[Any, Any]:
+        """The bias corrections 1 - beta^t (in double)."""
+        return 1 - b1**t, 1 - b2**t
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         for group in self.param_groups:
@@ -60,8 +64,10 @@ class _Float32StepAdamW(torch.optim.Optimizer):
                 v = state["exp_avg_sq"].float().lerp(g.square(), 1 - b2)
                 state["exp_avg"].copy_(m)
                 state["exp_avg_sq"].copy_(v)
-                denom = v.sqrt() / math.sqrt(1 - b2**t) + eps
-                x = x - lr * (m / (1 - b1**t)) / denom
+                c1, c2 = self.corrections(b1, b2, t)
+                denom = v.sqrt() / c2.sqrt() + eps if isinstance(c2, torch.Tensor) \
+                    else v.sqrt() / math.sqrt(c2) + eps
+                x = x - lr * (m / c1) / denom
                 self.store(p, x, state)
         return None
 
@@ -119,6 +125,24 @@ class StochasticRoundingAdamW(_Float32StepAdamW):
 
     def store(self, p: torch.Tensor, x: torch.Tensor, state: dict) -> None:
         p.copy_(round_stochastic(x, p.dtype, self.draws()))
+
+
+class Float32CorrectionsSRAdamW(StochasticRoundingAdamW):
+    """StochasticRoundingAdamW with torchao's bias corrections (torchao 0.18.0,
+    `single_param_adam`): `1 - beta**step` with the step counter a float32 tensor, so formed in
+    float32, while the moments mix with `1 - beta` in double. torchao's
+    `_AdamW(bf16_stochastic_round=True)` in plain torch: its failures near beta = 1 must carry
+    the note on float32 bias corrections, not one on a lower compute precision
+    (tests/test_precision_techniques.py). Its draws come from its own generator, seeded 0 unless
+    told otherwise, so that the test sees the same run each time."""
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, seed: int | None = 0) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, seed)
+
+    def corrections(self, b1: float, b2: float, t: int) -> tuple[Any, Any]:
+        step = torch.tensor(float(t), dtype=torch.float32)
+        return 1 - b1**step, 1 - b2**step
 
 
 TECHNIQUES = {c.__name__: c for c in (KahanAdamW, StochasticRoundingAdamW)}

@@ -134,3 +134,16 @@ def test_torchao_stochastic_rounding_is_named_and_unbiased() -> None:
                     BF16)
     assert out.results == {ROUNDING: "passed",
                            "conformance/test_state.py::test_round_trip": "skipped"}, out.messages
+
+
+def test_stochastic_rounding_with_float32_corrections_gets_the_note_that_fits() -> None:
+    """torchao's `_AdamW(bf16_stochastic_round=True)` in plain torch: its bias corrections formed
+    in float32 miss at beta2 = 0.999999 by about an ulp on top of the rounding's. The note names
+    the corrections, judged from each oracle's two bfloat16 neighbours (either of which the
+    rounding may give), and not a lower compute precision, whose bound takes in the miss but
+    whose advice (--compute-dtype=bfloat16) would be wrong."""
+    out = run_suite("conformance/test_bias.py::test_step_one",
+                    "--impl=impl.precision_techniques:Float32CorrectionsSRAdamW", BF16)
+    [message] = out.messages.values()
+    assert "with its bias corrections 1 - beta^t formed in float32" in message, message
+    assert "--compute-dtype" not in message, message

@@ -9,6 +9,7 @@ construction or on use (`refusal`), which the properties skip, saying why.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import traceback
@@ -105,6 +106,8 @@ class WarmUp:
 
     seconds: float
     error: str | None = None  # what the warm-up raised or that it did not end (it goes on)
+    #: graphs torch.compile compiled during it (0: none, or the compiler never loaded)
+    compiled: int = 0
 
     def line(self, timeout: float) -> str:
         """What the header and the report say about it."""
@@ -133,6 +136,7 @@ def warm_up(cfg: Config) -> WarmUp | None:
     setup = Setup([GroupSetup([np.full(4, 0.5)], typical_hyper(cfg.model.rule_name))],
                   cfg.dtype, cfg.device)
     start, error = time.perf_counter(), None
+    graphs = compiled_graphs()
     try:
         run = guarded("creating the optimizer (warm-up)", cfg.adapter.create, setup,
                       timeout=limit)
@@ -141,9 +145,15 @@ def warm_up(cfg: Config) -> WarmUp | None:
         error = str(e)
     except Exception as e:  # noqa: BLE001 - a run without step(): create() says so, judged
         error = f"{type(e).__name__}: {said(e)}"
-    done = WarmUp(time.perf_counter() - start, error)
+    done = WarmUp(time.perf_counter() - start, error, compiled_graphs() - graphs)
     _WARM[key] = (cfg.adapter, done)
     return done
+
+
+def compiled_graphs() -> int:
+    """torch.compile's count of graphs compiled in this process (0 where it never loaded)."""
+    dynamo = sys.modules.get("torch._dynamo.utils")
+    return int(dynamo.counters["stats"]["unique_graphs"]) if dynamo is not None else 0
 
 
 def warmed(cfg: Config) -> WarmUp | None:

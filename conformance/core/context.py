@@ -30,6 +30,9 @@ class Session:
     #: the target's block-quantized states (StateLayout.quantized): the strategies draw
     #: tensors large enough to be quantized; empty: none seen
     quantized: str = ""
+    #: the target compiles its step once per tensor shape (core/shape_reuse.py): every
+    #: property draws its shapes from the small set core/strategies.py: SHAPE_SET
+    shape_set: bool = False
 
 
 #: The default session, then one per run in progress, innermost last.

@@ -46,6 +46,7 @@ from adamw_conformance.core import (
     quant_probe,
     record,
     representation,
+    shape_reuse,
     technique_probe,
 )
 from adamw_conformance.core.config import Config
@@ -82,6 +83,10 @@ def of(cfg: Config) -> StateLayout:
     # leaves the default session's draws alone)
     if known[1].quantized and context.in_run():
         context.current().quantized = known[1].quantized
+    # and, for a target that compiles its step per shape, their shapes from a small set (read
+    # here because the plugin asks for the layout before the first test draws)
+    if context.in_run() and not context.current().shape_set:
+        context.current().shape_set = shape_reuse.recompiles_per_shape(cfg)
     return known[1]
 
 

@@ -12,7 +12,10 @@ the step that failed, so that a note says what the run showed, not what usually 
   float32 tensors) and at least twice as close to the oracle whose corrections take beta
   rounded to float32 as to the plain oracle.
 - A lower compute precision is named only for a miss of a few bounds that is within the bound of
-  arithmetic in the parameter dtype, at elements where that bound is finite.
+  arithmetic in the parameter dtype, at elements where that bound is finite, and only where no
+  narrower control above holds (that bound takes in a miss of any cause).
+- Where the parameters are rounded stochastically, "nearer an oracle" is judged from that
+  oracle's two neighbours in the dtype, either of which the rounding may give.
 """
 
 from __future__ import annotations
@@ -51,7 +54,10 @@ def of(cfg: Config, outcome: StepOutcome, hypers: Sequence[dict[str, float]]) ->
         corrections = float32_bias_corrections(cfg, outcome, hypers)
         # the narrower control, where it holds, says more than every hyperparameter rounded
         found += corrections or float32_hyperparameters(cfg, outcome, hypers)
-    if lower is not None:
+    # A lower precision's bound takes in any miss of a few bounds: where a narrower control
+    # (one that names its cause and the oracle the result is nearer) holds, its advice is the
+    # one that fits, and --compute-dtype would be the wrong one.
+    if lower is not None and not found:
         found.append(f"the step is within the bound of arithmetic in {lower} (and outside that "
                      f"of the declared {cfg.precision().compute.name}): a miss of a few bounds "
                      f"that fits a lower compute precision; if the implementation computes in "
@@ -261,7 +267,7 @@ def float32_hyperparameters(cfg: Config, outcome: StepOutcome,
         # A control that cannot judge the missed elements is no evidence: a beta that rounds
         # to 1.0 makes the bias correction 1 - 1^t = 0, and the oracle there is no number.
         missed = [mm for j, mm in outcome.mismatches if j == i]
-        if not _judges(exact, bnd, missed) or not _explains(exact, missed):
+        if not _judges(exact, bnd, missed) or not _explains(exact, missed, _stochastic(cfg)):
             return []
         got = {"theta": outcome.params[i], **(now.as_mapping() if now is not None else {})}
         for name, value in got.items():
@@ -292,18 +298,45 @@ def _judges(exact: Any, bnd: Mapping[str, Any], missed: Sequence[Mismatch]) -> b
     return True
 
 
-def _explains(exact: Any, missed: Sequence[Mismatch]) -> bool:
+def _explains(exact: Any, missed: Sequence[Mismatch], stochastic: str | None = None) -> bool:
     """Whether the control oracle accounts for most of each miss: the result is at least twice
     as close to it as to the verdict's oracle. (A control's own bound can be wide enough to take
     in any step: float32 scalars at t near 2^24 make beta^t uncertain by t ulps. Within that
-    bound alone is no evidence that the rounded hyperparameters are the cause.)"""
+    bound alone is no evidence that the rounded hyperparameters are the cause.)
+
+    Where the parameters are rounded stochastically to the dtype `stochastic`, a parameter lands
+    on either neighbour of the value computed, up to an ulp from it whatever the cause: there
+    the distances are to each oracle's two neighbours in that dtype (0 on one of them), and the
+    control accounts for the miss where the result is off the verdict oracle's neighbours and at
+    least twice as close to the control's."""
     for mm in missed:
         if not np.isfinite(mm.got):
             return False
         got = mpmath.mpf(mm.got)
-        if 2 * abs(got - mpmath.mpf(exact[mm.output][tuple(mm.index)])) > abs(got - mm.exact):
+        control = mpmath.mpf(exact[mm.output][tuple(mm.index)])
+        if stochastic is not None and mm.output == "theta":
+            off_plain = _off_neighbours(mm.got, mm.exact, stochastic)
+            if off_plain == 0 or 2 * _off_neighbours(mm.got, control, stochastic) > off_plain:
+                return False
+        elif 2 * abs(got - control) > abs(got - mm.exact):
             return False
     return True
+
+
+def _off_neighbours(got: float, x: Any, dtype: str) -> float:
+    """How far `got` is from the two numbers of `dtype` around x (0 on or between them)."""
+    from adamw_conformance.core.representation import neighbours
+
+    lower, upper = (float(b) for b in neighbours(np.asarray(float(x)), format_of(dtype)))
+    return max(lower - got, got - upper, 0.0)
+
+
+def _stochastic(cfg: Config) -> str | None:
+    """The parameter dtype, where the target rounds into it stochastically (found from
+    behaviour); None where it rounds to nearest."""
+    from adamw_conformance.core import representation
+
+    return cfg.dtype if representation.rounding(cfg) == "stochastic" else None
 
 
 # --- bias corrections formed in float32 ---------------------------------------------------------
@@ -359,7 +392,7 @@ def float32_bias_corrections(cfg: Config, outcome: StepOutcome,
         except (ZeroDivisionError, ValueError):
             return []
         missed = [mm for j, mm in outcome.mismatches if j == i]
-        if not _judges(exact_c, bnd, missed) or not _explains(exact_c, missed):
+        if not _judges(exact_c, bnd, missed) or not _explains(exact_c, missed, _stochastic(cfg)):
             return []
         got = {"theta": outcome.params[i], **(now.as_mapping() if now is not None else {})}
         for name, value in got.items():

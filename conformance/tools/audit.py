@@ -57,6 +57,8 @@ AUDITS = (
           "torchao.optim.AdamW4bit (0.18.0): 4-bit block-quantized moments"),
     Audit("torchao-adamwfp8-float32", "torchao.optim.AdamWFp8", "float32",
           "torchao.optim.AdamWFp8 (0.18.0): float8 e4m3 block-quantized moments"),
+    Audit("torchao-adamw8bit-bfloat16", "torchao.optim.AdamW8bit", "bfloat16",
+          "torchao.optim.AdamW8bit (0.18.0): 8-bit block-quantized moments, bfloat16 parameters"),
     Audit("bnb-adamw8bit-float32", "bitsandbytes.optim.AdamW8bit", "float32",
           "bitsandbytes.optim.AdamW8bit (0.50.0, its CPU kernel): 8-bit blockwise moments"),
     # the precision techniques (docs/precision-techniques.md); optional libraries, not in .[all]

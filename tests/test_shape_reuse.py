@@ -1,0 +1,81 @@
+"""The shape set (conformance/core/shape_reuse.py, core/strategies.py: SHAPE_SET): a target
+found compiling its step once per shape takes every property's shapes from the small set; one
+that compiles a dynamic kernel, or nothing, draws as before.
+
+Nothing is compiled here: the counted models of impl/compiled.py bump torch.compile's count of
+graphs as a compiler would. The real torch.compile is the slow test's.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+
+import pytest
+from adamw_conformance.core import context, shape_reuse
+from adamw_conformance.core.config import Config
+from adamw_conformance.core.judge import Model
+from adamw_conformance.core.strategies import SHAPE_SET, shape_pool, shapes, sized
+from adamw_conformance.core.targets import resolve
+
+from impl import compiled
+from tests.suite import run_suite
+
+
+@pytest.fixture
+def counter() -> Iterator[collections.Counter]:
+    """torch.compile's count of graphs, as it was before the test once the test ends."""
+    from torch._dynamo.utils import counters
+
+    before = dict(counters["stats"])
+    for seen in compiled.SEEN.values():
+        seen.clear()
+    yield counters["stats"]
+    counters["stats"].clear()
+    counters["stats"].update(before)
+
+
+def _found(target: str) -> bool:
+    return shape_reuse.recompiles_per_shape(Config(resolve(target), Model("adamw"),
+                                                   impl_text=target))
+
+
+def test_probe_tells_per_shape_from_dynamic(counter: collections.Counter) -> None:
+    assert _found("impl.compiled:PerShapeCountedAdamW")
+    assert not _found("impl.compiled:DynamicCountedAdamW")
+    assert not _found("torch.optim.AdamW")  # compiles nothing: not stepped by the probe
+
+
+def test_sized_keeps_each_shape_kind() -> None:
+    session = context.begin("adamw")
+    try:
+        assert sized((48,)) == (48,) and sized((2, 2)) == (2, 2)  # other targets: as drawn
+        assert shape_pool() is shapes
+        session.shape_set = True
+        got = {s: sized(s) for s in ((5,), (48,), (64,), (2, 2), (3, 5, 7), (), (0,), (1,))}
+        assert got == {(5,): (32,), (48,): (32,), (64,): (32,), (2, 2): (2, 3),
+                       (3, 5, 7): (2, 3), (): (), (0,): (0,), (1,): (1,)}
+        assert set(got.values()) <= set(SHAPE_SET)
+    finally:
+        context.end(session)
+
+
+def test_per_shape_target_steps_the_shape_set_only(counter: collections.Counter) -> None:
+    """groups.no_decay (its own six shapes) and decouple.decay_only (the drawn ones) on a target
+    that compiles per shape: every shape it is stepped on after the probes is in SHAPE_SET, and
+    the summary says why."""
+    compiled.SEEN["per_shape"].clear()
+    out = run_suite("conformance/test_groups.py::test_no_decay",
+                    "conformance/test_decouple.py::test_decay_only",
+                    "--impl=impl.compiled:PerShapeCountedAdamW")
+    assert out.rc == pytest.ExitCode.OK, out.messages
+    # the once-per-run probes: warm-up, layout, quantization, orders, shape, replay
+    probes = {(4,), (3,), (4096,), (64,), (5,), (6,), (7,), (2,)}
+    assert compiled.SEEN["per_shape"] - probes <= set(SHAPE_SET)
+
+
+@pytest.mark.slow
+def test_torch_compile_with_static_shapes_is_found() -> None:
+    """The real compiler: torch's AdamW step under torch.compile(dynamic=False) compiles per
+    shape; torch's AdamW, never compiled, is not stepped by the probe."""
+    assert _found("impl.compiled:CompiledAdamW")
