@@ -238,6 +238,50 @@ def lower_compute(cfg: Config, outcome: StepOutcome,
     return cfg.dtype
 
 
+# --- the controls' shared walk over a failed step --------------------------------------------
+
+@dataclass(frozen=True)
+class _Failed:
+    """One parameter of a failed step, with what a control needs to step it again."""
+
+    i: int
+    params: Any
+    grad: Any
+    state: Mapping[str, Any]
+    step: int
+    now: Any  # the state the target stored, or None
+    sdtype: str | None
+    missed: list[Mismatch]
+
+
+def _failed_params(outcome: StepOutcome) -> list[_Failed] | None:
+    """Each parameter with an element out of bound, or None where a control cannot step one
+    again (its state before the step or its gradient is unknown)."""
+    assert outcome.inputs is not None
+    out = []
+    for i in sorted({i for i, _ in outcome.mismatches}):
+        before_state = outcome.inputs.before_states[i]
+        grad = outcome.inputs.grads[i]
+        if before_state is None or grad is None:
+            return None
+        now = outcome.states[i] if outcome.states is not None else None
+        out.append(_Failed(i, outcome.inputs.before[i], grad, before_state.as_mapping(),
+                           before_state.step + 1, now, now.dtype if now is not None else None,
+                           [mm for j, mm in outcome.mismatches if j == i]))
+    return out
+
+
+def _within(cfg: Config, outcome: StepOutcome, f: _Failed, oracle: Mapping[str, Any],
+            bnd: Mapping[str, Any]) -> bool:
+    """Whether every output the target gave for parameter f.i is within `bnd` of `oracle`."""
+    got = {"theta": outcome.params[f.i], **(f.now.as_mapping() if f.now is not None else {})}
+    for name, value in got.items():
+        fmt = cfg.dtype if name == "theta" else (f.sdtype or cfg.dtype)
+        if name in bnd and compare(name, value, oracle[name], bnd[name], fmt):
+            return False
+    return True
+
+
 # --- hyperparameters computed in float32 -------------------------------------------------------
 
 def float32_hyperparameters(cfg: Config, outcome: StepOutcome,
@@ -251,29 +295,19 @@ def float32_hyperparameters(cfg: Config, outcome: StepOutcome,
         return []
     declared = replace(cfg, hyper="float32")
     changed: dict[str, tuple[float, float]] = {}
-    for i in sorted({i for i, _ in outcome.mismatches}):
-        before_state = outcome.inputs.before_states[i]
-        grad = outcome.inputs.grads[i]
-        if before_state is None or grad is None:
-            return []
-        params, state = outcome.inputs.before[i], before_state.as_mapping()
-        t = before_state.step + 1
-        h32 = {k: float(np.float32(v)) for k, v in hypers[i].items()}
-        changed.update({k: (v, h32[k]) for k, v in hypers[i].items() if h32[k] != v})
-        now = outcome.states[i] if outcome.states is not None else None
-        sdtype = now.dtype if now is not None else None
-        exact, bnd = outcome.inputs.model.expect(params, grad, state, h32, t,
-                                                 declared.precision(sdtype))
+    failed = _failed_params(outcome)
+    for f in failed or []:
+        h32 = {k: float(np.float32(v)) for k, v in hypers[f.i].items()}
+        changed.update({k: (v, h32[k]) for k, v in hypers[f.i].items() if h32[k] != v})
+        exact, bnd = outcome.inputs.model.expect(f.params, f.grad, f.state, h32, f.step,
+                                                 declared.precision(f.sdtype))
         # A control that cannot judge the missed elements is no evidence: a beta that rounds
         # to 1.0 makes the bias correction 1 - 1^t = 0, and the oracle there is no number.
-        missed = [mm for j, mm in outcome.mismatches if j == i]
-        if not _judges(exact, bnd, missed) or not _explains(exact, missed, _stochastic(cfg)):
+        if (not _judges(exact, bnd, f.missed) or not _explains(exact, f.missed, _stochastic(cfg))
+                or not _within(cfg, outcome, f, exact, bnd)):
             return []
-        got = {"theta": outcome.params[i], **(now.as_mapping() if now is not None else {})}
-        for name, value in got.items():
-            fmt = cfg.dtype if name == "theta" else (sdtype or cfg.dtype)
-            if name in bnd and compare(name, value, exact[name], bnd[name], fmt):
-                return []
+    if failed is None:
+        return []
     if not changed:
         return []
     shown = ", ".join(f"{k}={a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
@@ -371,34 +405,25 @@ def float32_bias_corrections(cfg: Config, outcome: StepOutcome,
     control = Model(model.rule_name, model.convention, model.maximize,
                     (*model.declared_orders, _F32_CORRECTIONS), model.ruled_out)
     changed: dict[str, tuple[float, float]] = {}
-    for i in sorted({i for i, _ in outcome.mismatches}):
-        before_state = outcome.inputs.before_states[i]
-        grad = outcome.inputs.grads[i]
-        if before_state is None or grad is None:
-            return []
-        params, state = outcome.inputs.before[i], before_state.as_mapping()
-        step = before_state.step + 1
-        h = hypers[i]
+    failed = _failed_params(outcome)
+    for f in failed or []:
+        h = hypers[f.i]
         rounded = {b.name: float(np.float32(h[b.name])) for b in powers if b.name in h}
         changed.update({k: (h[k], v) for k, v in rounded.items() if v != h[k]})
-        now = outcome.states[i] if outcome.states is not None else None
-        sdtype = now.dtype if now is not None else None
-        bnd = control.bounds(params, grad, state, h, step, cfg.precision(sdtype))
+        bnd = control.bounds(f.params, f.grad, f.state, h, f.step, cfg.precision(f.sdtype))
         mapping = {sp.Pow(b, t): sp.Pow(sp.Float(rounded[b.name], 30), t) for b in powers
                    if b.name in rounded}
         shifted = Oracle(substitute(rule, rule.name + "[float32 corrections]", mapping))
         try:
-            exact_c = shifted.step(params, grad, state, h, step)
+            exact_c = shifted.step(f.params, f.grad, f.state, h, f.step)
         except (ZeroDivisionError, ValueError):
             return []
-        missed = [mm for j, mm in outcome.mismatches if j == i]
-        if not _judges(exact_c, bnd, missed) or not _explains(exact_c, missed, _stochastic(cfg)):
+        if (not _judges(exact_c, bnd, f.missed)
+                or not _explains(exact_c, f.missed, _stochastic(cfg))
+                or not _within(cfg, outcome, f, outcome.exact[f.i], bnd)):
             return []
-        got = {"theta": outcome.params[i], **(now.as_mapping() if now is not None else {})}
-        for name, value in got.items():
-            fmt = cfg.dtype if name == "theta" else (sdtype or cfg.dtype)
-            if name in bnd and compare(name, value, outcome.exact[i][name], bnd[name], fmt):
-                return []
+    if failed is None:
+        return []
     if not changed:
         return []
     shown = ", ".join(f"{k}={a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
