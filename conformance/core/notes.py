@@ -30,6 +30,7 @@ import sympy as sp
 from adamw_conformance.core import bits, record
 from adamw_conformance.core.config import Config
 from adamw_conformance.core.judge import Mismatch, Model, compare
+from adamw_conformance.core.step import judge_output
 from adamw_conformance.spec.formats import format_of
 
 if TYPE_CHECKING:
@@ -231,9 +232,9 @@ def lower_compute(cfg: Config, outcome: StepOutcome,
                                and np.isfinite(np.asarray(bnd[mm.output].value)[mm.index])):
                 return None
         for name, value in got.items():
-            if name in bnd and compare(name, value, outcome.exact[i][name], bnd[name],
-                                       cfg.dtype if name == "theta"
-                                       else (sdtype or cfg.dtype)) is not None:
+            if name in bnd and judge_output(name, value, now, outcome.exact[i][name], bnd[name],
+                                            cfg.dtype if name == "theta"
+                                            else (sdtype or cfg.dtype)) is not None:
                 return None
     return cfg.dtype
 
@@ -273,11 +274,13 @@ def _failed_params(outcome: StepOutcome) -> list[_Failed] | None:
 
 def _within(cfg: Config, outcome: StepOutcome, f: _Failed, oracle: Mapping[str, Any],
             bnd: Mapping[str, Any]) -> bool:
-    """Whether every output the target gave for parameter f.i is within `bnd` of `oracle`."""
+    """Whether every output the target gave for parameter f.i is within `bnd` of `oracle`, as
+    the verdict judges it (a block-quantized state by the store model: its codes cannot come
+    nearer the control's oracle than the verdict's)."""
     got = {"theta": outcome.params[f.i], **(f.now.as_mapping() if f.now is not None else {})}
     for name, value in got.items():
         fmt = cfg.dtype if name == "theta" else (f.sdtype or cfg.dtype)
-        if name in bnd and compare(name, value, oracle[name], bnd[name], fmt):
+        if name in bnd and judge_output(name, value, f.now, oracle[name], bnd[name], fmt):
             return False
     return True
 

@@ -37,6 +37,16 @@ class StepInputs:
     model: Model
 
 
+def judge_output(name: str, value: np.ndarray, now: ParamState | None, exact: Any,
+                 bound: Bound, fmt: str) -> Mismatch | None:
+    """One output of a step against its bound: a state the target keeps block-quantized by the
+    store model (its codes cannot come nearer than that), every other output element by
+    element."""
+    if now is not None and name in now.stored:
+        return stored.compare_stored(name, now.stored[name], value, exact, bound, fmt)
+    return compare(name, value, exact, bound, fmt)
+
+
 def judge_values(cfg: Config, after: Sequence[np.ndarray],
                  states: Sequence[ParamState | None] | None, before: Sequence[np.ndarray],
                  before_states: Sequence[ParamState | None], grads: Sequence[np.ndarray | None],
@@ -66,11 +76,7 @@ def judge_values(cfg: Config, after: Sequence[np.ndarray],
             if name not in bnd:
                 continue
             fmt = cfg.dtype if name == "theta" else (sdtype or cfg.dtype)
-            if now is not None and name in now.stored:
-                bad = stored.compare_stored(name, now.stored[name], value, exact[name],
-                                            bnd[name], fmt)
-            else:
-                bad = compare(name, value, exact[name], bnd[name], fmt)
+            bad = judge_output(name, value, now, exact[name], bnd[name], fmt)
             if bad:
                 mismatches.append((i, bad))
     return StepOutcome(list(after), None if states is None else list(states),  # type: ignore[arg-type]
