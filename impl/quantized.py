@@ -101,6 +101,18 @@ class BlockQuantAdamW(torch.optim.Optimizer):
         per = scale.repeat_interleave(self.block)[: codes.numel()]
         return (qmap[codes.reshape(-1).long()] * per).view(codes.shape)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's Optimizer casts every floating state to its parameter's dtype as it loads;
+        this one keeps its moments, scales and maps in float32 whatever the parameter dtype
+        (a bfloat16 parameter's would lose their precision): they are put back as saved."""
+        super().load_state_dict(state_dict)
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(ids, params, strict=True):
+            for k, v in state_dict["state"].get(i, {}).items():
+                if torch.is_tensor(v) and v.is_floating_point():
+                    self.state[p][k] = v.to(device=p.device, copy=True)
+
     # --- the step -------------------------------------------------------------------------------
 
     def corrections(self, beta1: float, beta2: float, t: int) -> tuple[Any, Any]:
