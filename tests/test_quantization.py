@@ -120,6 +120,14 @@ def test_block_quant_adamw_passes_one_step() -> None:
     assert out.rc == pytest.ExitCode.OK, out.messages
 
 
+def test_block_quant_adamw_round_trip_in_bfloat16() -> None:
+    """Its float32 state (moments of a small tensor, scales, maps) beside bfloat16 parameters
+    survives load_state_dict, which casts floating state to the parameter's dtype."""
+    out = run_suite("conformance/test_state.py::test_round_trip",
+                    "--impl=impl.quantized:BlockQuantAdamW", "--dtype=bfloat16")
+    assert out.rc == pytest.ExitCode.OK, out.messages
+
+
 def test_float32_corrections_are_named_on_quantized_tensors() -> None:
     """torchao's bias corrections (formed in float32) on a block-quantized state, in plain torch:
     the failure on a quantized tensor carries the note on float32 bias corrections, its
