@@ -16,7 +16,7 @@ from adamw_conformance.core.judge import Model, format_hyper
 from adamw_conformance.core.strategies import (
     Regime,
     hyperparameters,
-    log_uniform,
+    nonzero_decay,
     regimes,
     representable,
     shapes,
@@ -38,7 +38,7 @@ def decaying(draw: st.DrawFn) -> dict[str, float]:
     """hyperparameters() with weight_decay > 0: a decay property says nothing at wd = 0."""
     hyper = draw(hyperparameters())
     if hyper["weight_decay"] == 0.0:
-        hyper["weight_decay"] = draw(st.sampled_from([1e-2, 0.1, 1.0]) | log_uniform(1e-4, 1.0))
+        hyper["weight_decay"] = draw(nonzero_decay())
     return hyper
 
 

@@ -17,7 +17,7 @@ from adamw_conformance.core.strategies import (
     SizedShapes,
     first_step_creates_state,
     hyperparameters,
-    log_uniform,
+    nonzero_decay,
     regimes,
     sample_state,
     state_regimes,
@@ -36,7 +36,7 @@ def group_hypers(draw: st.DrawFn, n: int) -> list[dict[str, float]]:
     for _ in range(n):
         h = draw(hyperparameters())
         if h.get("weight_decay") == 0.0:
-            h["weight_decay"] = draw(st.sampled_from([1e-2, 0.1, 1.0]) | log_uniform(1e-4, 1.0))
+            h["weight_decay"] = draw(nonzero_decay())
         out.append(h)
     return out
 

@@ -1,4 +1,4 @@
-"""AdamWs whose step is compiled, for the shape set (conformance/core/shape_reuse.py): a target
+"""AdamWs whose step is compiled, for the shape set (conformance/core/compile_reuse.py): a target
 that compiles once per tensor shape takes its shapes, in every property, from a small set.
 
 - `PerShapeCountedAdamW` and `DynamicCountedAdamW`: torch's AdamW (for-loop) with the count of
@@ -7,6 +7,8 @@ that compiles once per tensor shape takes its shapes, in every property, from a 
   second, after which a dynamic kernel takes every size (torch.compile's default). They bump
   torch.compile's own count (`torch._dynamo.utils.counters`, loaded by any torch optimizer),
   so that no test pays for compiling.
+- `PerValueCountedAdamW`: counted as compiling once per new shape and new values of beta1,
+  beta2, eps and weight_decay (torchao's step takes them as Python floats; lr is a tensor).
 - `CompiledAdamW`: torch's AdamW step under `torch.compile(dynamic=False)`, for the slow test.
 """
 
@@ -18,7 +20,9 @@ import torch
 
 #: Shapes each counted model met (a compiler's cache lives as long as the process; the tests
 #: clear it).
-SEEN: dict[str, set[tuple[int, ...]]] = {"per_shape": set(), "dynamic": set()}
+SEEN: dict[str, set[Any]] = {"per_shape": set(), "dynamic": set(), "per_value": set()}
+#: The hyperparameters PerValueCountedAdamW compiles per value of (torchao's Python floats).
+COMPILED = ("beta1", "beta2", "eps", "weight_decay")
 
 
 def _count(kind: str, params: list[torch.Tensor]) -> None:
@@ -49,6 +53,22 @@ class DynamicCountedAdamW(PerShapeCountedAdamW):
         _count("dynamic", [p for g in self.param_groups for p in g["params"]
                            if p.grad is not None])
         return torch.optim.AdamW.step(self, closure)
+
+
+class PerValueCountedAdamW(torch.optim.AdamW):
+    """torch's AdamW, counted as compiling once per new shape and values of COMPILED."""
+
+    def step(self, closure: Any = None) -> Any:
+        from torch._dynamo.utils import counters
+
+        for g in self.param_groups:
+            values = (*g["betas"], g["eps"], g["weight_decay"])
+            for p in g["params"]:
+                key = (tuple(p.shape), *values)
+                if p.grad is not None and key not in SEEN["per_value"]:
+                    counters["stats"]["unique_graphs"] += 1
+                    SEEN["per_value"].add(key)
+        return super().step(closure)
 
 
 class CompiledAdamW(torch.optim.AdamW):

@@ -30,9 +30,12 @@ class Session:
     #: the target's block-quantized states (StateLayout.quantized): the strategies draw
     #: tensors large enough to be quantized; empty: none seen
     quantized: str = ""
-    #: the target compiles its step once per tensor shape (core/shape_reuse.py): every
+    #: the target compiles its step once per tensor shape (core/compile_reuse.py): every
     #: property draws its shapes from the small set core/strategies.py: SHAPE_SET
     shape_set: bool = False
+    #: the target compiles its step once per value of some hyperparameters
+    #: (core/compile_reuse.py): the strategies draw them from these sets (empty: as they like)
+    value_sets: tuple[dict[str, float], ...] = ()
 
 
 #: The default session, then one per run in progress, innermost last.

@@ -42,11 +42,11 @@ from adamw_conformance.adapters.base import (
 )
 from adamw_conformance.core import (
     calls,
+    compile_reuse,
     context,
     quant_probe,
     record,
     representation,
-    shape_reuse,
     technique_probe,
 )
 from adamw_conformance.core.config import Config
@@ -83,10 +83,19 @@ def of(cfg: Config) -> StateLayout:
     # leaves the default session's draws alone)
     if known[1].quantized and context.in_run():
         context.current().quantized = known[1].quantized
-    # and, for a target that compiles its step per shape, their shapes from a small set (read
-    # here because the plugin asks for the layout before the first test draws)
-    if context.in_run() and not context.current().shape_set:
-        context.current().shape_set = shape_reuse.recompiles_per_shape(cfg)
+    # and, for a target that compiles its step per shape and per value, their shapes and those
+    # values from small sets (read here because the plugin asks for the layout before the
+    # first test draws)
+    now = context.current()
+    if context.in_run() and not now.shape_set and not now.value_sets:
+        found = compile_reuse.recompiles(cfg)
+        now.shape_set = found.per_shape
+        if found.per_value:
+            from adamw_conformance.core import session
+            from adamw_conformance.core.strategies import value_sets
+
+            run = session.current()
+            now.value_sets = value_sets(found.per_value, run.seed if run else None)
     return known[1]
 
 

@@ -8,6 +8,7 @@ works on the regime, so a minimal counterexample reads "gradients near eps, t = 
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,24 +62,68 @@ def regimes(lo: float = -12, hi: float = 12, zeros: bool = True) -> st.SearchStr
     )
 
 
+@dataclass(frozen=True)
+class Range:
+    """A hyperparameter's draws: its notable values (the first is typical), or a value from
+    [lo, hi], uniform or, `log`, uniform in the exponent."""
+
+    notable: tuple[float, ...]
+    lo: float
+    hi: float
+    log: bool = False
+
+    def strategy(self) -> st.SearchStrategy[float]:
+        wide = log_uniform(self.lo, self.hi) if self.log else st.floats(self.lo, self.hi)
+        return st.sampled_from(self.notable) | wide
+
+    def sample(self, rng: np.random.Generator) -> float:
+        """One value as `strategy` spreads them (half notable, half from the range), from a
+        numpy generator: for the per-run value sets (compiled_value_sets)."""
+        if rng.random() < 0.5:
+            return float(self.notable[int(rng.integers(len(self.notable)))])
+        if self.log:
+            return float(10.0 ** rng.uniform(np.log10(self.lo), np.log10(self.hi)))
+        return float(rng.uniform(self.lo, self.hi))
+
+
 #: Each hyperparameter of the spec, by name, over a wide range (momentum, dampening in [0, 1),
 #: [0, 1]; alpha, like beta2, close to 1). Drawn in this order, so an AdamW draw is the same
 #: whatever else the table holds.
-_HYPER: dict[str, st.SearchStrategy[float]] = {
-    "lr": st.sampled_from([1e-3, 1e-2, 0.1, 1.0]) | log_uniform(1e-6, 1.0),
-    "beta1": st.sampled_from([0.9, 0.0, 0.5, 0.99]) | st.floats(0.0, 0.999),
-    "beta2": st.sampled_from([0.999, 0.99, 0.9999, 0.95, 1 - 1e-6]) | st.floats(0.5, 0.99999),
-    "eps": st.sampled_from([1e-8, 1e-6, 1e-12, 1.0]) | log_uniform(1e-12, 1.0),
-    "weight_decay": st.sampled_from([0.0, 1e-2, 0.1, 1.0]) | st.floats(0.0, 1.0),
+RANGES: dict[str, Range] = {
+    "lr": Range((1e-3, 1e-2, 0.1, 1.0), 1e-6, 1.0, log=True),
+    "beta1": Range((0.9, 0.0, 0.5, 0.99), 0.0, 0.999),
+    "beta2": Range((0.999, 0.99, 0.9999, 0.95, 1 - 1e-6), 0.5, 0.99999),
+    "eps": Range((1e-8, 1e-6, 1e-12, 1.0), 1e-12, 1.0, log=True),
+    "weight_decay": Range((0.0, 1e-2, 0.1, 1.0), 0.0, 1.0),
     # momentum > 0: at 0 torch's SGD and RMSprop take their plain path, another rule
-    "momentum": st.sampled_from([0.9, 0.5, 0.99]) | st.floats(1e-3, 0.999),
-    "dampening": st.sampled_from([0.0, 0.1, 0.5, 1.0]) | st.floats(0.0, 1.0),
-    "alpha": st.sampled_from([0.99, 0.9, 0.999]) | st.floats(0.5, 0.9999),
-    "lr_decay": st.sampled_from([0.0, 1e-2, 1e-4]) | log_uniform(1e-6, 1.0),
+    "momentum": Range((0.9, 0.5, 0.99), 1e-3, 0.999),
+    "dampening": Range((0.0, 0.1, 0.5, 1.0), 0.0, 1.0),
+    "alpha": Range((0.99, 0.9, 0.999), 0.5, 0.9999),
+    "lr_decay": Range((0.0, 1e-2, 1e-4), 1e-6, 1.0, log=True),
 }
+_HYPER: dict[str, st.SearchStrategy[float]] = {n: r.strategy() for n, r in RANGES.items()}
+#: A decay property's weight_decay where the draw gave 0 (a decay property says nothing there).
+_DECAY = Range((1e-2, 0.1, 1.0), 1e-4, 1.0, log=True)
+_DECAY_STRATEGY = _DECAY.strategy()
 #: Typical values, for probes that need some valid hyperparameters of the rule.
-TYPICAL = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0,
-           "momentum": 0.9, "dampening": 0.0, "alpha": 0.99, "lr_decay": 0.0}
+TYPICAL = {name: r.notable[0] for name, r in RANGES.items()}
+
+#: For a target that compiles its step once per value of some hyperparameters
+#: (core/compile_reuse.py): how many sets of their values a run draws from.
+VALUE_SETS = 4
+
+
+def value_sets(names: tuple[str, ...], seed: str | None) -> tuple[dict[str, float], ...]:
+    """VALUE_SETS sets of values of `names`, the same in every process of a run: the first two
+    of each range's notable values (typical, then the next), then sets drawn over the ranges by
+    the run's seed (a derandomized run's are fixed; another seed, another two). Their weight
+    decays are > 0, so that a decay property has one in every set; a property that wants none
+    asks for it (hyperparameters(decay=False)): one more value, 0."""
+    ranges = {n: _DECAY if n == "weight_decay" else RANGES[n] for n in names}
+    rng = np.random.default_rng(zlib.crc32((seed or "derandomized").encode()))
+    fixed = [{n: r.notable[i] for n, r in ranges.items()} for i in (0, 1)]
+    return tuple(fixed + [{n: r.sample(rng) for n, r in ranges.items()}
+                          for _ in range(VALUE_SETS - len(fixed))])
 
 
 def rule_hyper_names(rule: str | None = None) -> tuple[str, ...]:
@@ -103,12 +148,16 @@ def hyperparameters(draw: st.DrawFn, decay: bool = True) -> dict[str, float]:
     are known."""
     now = context.current()
     fixed = {**info(now.rule).fixed, **now.pinned}
+    # (drawn only for a target compiling per value: the other targets' draws stay as they were)
+    chosen = draw(st.sampled_from(now.value_sets)) if now.value_sets else {}
     out: dict[str, float] = {}
     for name in rule_hyper_names():
         if name in fixed:
             out[name] = fixed[name]
         elif name == "weight_decay" and not decay:
             out[name] = 0.0
+        elif name in chosen:
+            out[name] = chosen[name]
         else:
             out[name] = draw(_HYPER[name])
     if 0 < out.get("weight_decay", 0.0) < 2.0**-64 and now.rule in L2_COUPLED:
@@ -116,6 +165,14 @@ def hyperparameters(draw: st.DrawFn, decay: bool = True) -> dict[str, float]:
         # evaluation (bound 0 for a nonzero exact v); such a decay is 0 in any float format.
         out["weight_decay"] = 0.0
     return out
+
+
+def nonzero_decay() -> st.SearchStrategy[float]:
+    """A weight decay > 0, for a decay property whose hyperparameters() drew 0: from the run's
+    value sets where the target compiles per value of it (core/compile_reuse.py)."""
+    decays = [s["weight_decay"] for s in context.current().value_sets
+              if s.get("weight_decay", 0.0) > 0.0]
+    return st.sampled_from(decays) if decays else _DECAY_STRATEGY
 
 
 steps = st.sampled_from([1, 2, 3, 10, 100, 10_000, 1_000_000]) | st.integers(1, 5000)
@@ -136,7 +193,7 @@ QUANTIZED_SHAPES = ((4096,), (4352,), (64, 66), (4100,), (DEFAULT_ELEMENTS,))
 OUTLIER_RUN = 128
 
 
-#: For a target that compiles its step once per shape (core/shape_reuse.py): the shapes every
+#: For a target that compiles its step once per shape (core/compile_reuse.py): the shapes every
 #: property takes, so that the compiled kernels are reused. A property's own shape keeps its
 #: kind (0-dim, empty, one element, a vector, a matrix; `sized`); a step case draws from
 #: SHAPE_SET's share of `shapes` (all of them but the 3-d one). Only the shapes a property

@@ -261,15 +261,14 @@ def harness_notes(cfg: Any) -> list[str]:
     """What the harness found out about the target and did about it, not a verdict: a one-time
     cost its warm-up paid (shown from a second on, or where it did not complete), options it
     refuses (the properties skipped them)."""
-    from adamw_conformance.core import calls, shape_reuse
+    from adamw_conformance.core import calls, compile_reuse
 
     lines = []
     warm = calls.warmed(cfg)
     if warm is not None and (warm.error is not None or warm.seconds >= 1.0):
         lines.append(warm.line(cfg.timeout))
     lines += [f"option skipped: {why}" for why in calls.refusals(cfg)]
-    if shape_reuse.found(cfg):
-        lines.append(shape_reuse.LINE)
+    lines += compile_reuse.lines(cfg)
     return lines
 
 
