@@ -153,6 +153,14 @@ CORRECT: tuple[Correct, ...] = (
             ("--conventions=eps=hat,decay_target=updated",)),
     Correct("ExpandedDecayAdamW", "impl.orders:ExpandedDecayAdamW"),
     Correct("TensorLrAdamW", "impl.tensor_lr:TensorLrAdamW"),
+    # Precision techniques (impl/precision_techniques.py, impl/quantized.py): judged through
+    # what they store (p + c, stochastic rounding, block-quantized moments), in the dtype each
+    # technique is for
+    Correct("KahanAdamW", "impl.precision_techniques:KahanAdamW", ("--dtype=bfloat16",)),
+    Correct("StochasticRoundingAdamW", "impl.precision_techniques:StochasticRoundingAdamW",
+            ("--dtype=bfloat16",)),
+    Correct("BlockQuantAdamW", "impl.quantized:BlockQuantAdamW"),
+    Correct("BlockQuantAdamW bfloat16", "impl.quantized:BlockQuantAdamW", ("--dtype=bfloat16",)),
 )
 
 __all__ = ["CORRECT", "Correct", "DebiasedMoments", "DecayFromOldParams", "Float64Math",

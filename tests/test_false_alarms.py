@@ -21,7 +21,10 @@ from impl.equivalent import CORRECT, Correct
 from tests.suite import run_suite
 
 OWN_TESTS = {"torch-loop", "torch-foreach", "torch-fused", "ForeignAdamW", "Triton kernel",
-             "TransformersAdamW", "ExpandedDecayAdamW"}  # last two: tests/test_orders.py, sweep
+             "TransformersAdamW", "ExpandedDecayAdamW",  # these two: tests/test_orders.py, sweep
+             # whole catalogue: tests/test_precision_techniques.py, tests/test_quantization.py
+             "KahanAdamW", "StochasticRoundingAdamW", "BlockQuantAdamW",
+             "BlockQuantAdamW bfloat16"}
 #: Run once in the default run; the other correct implementations once under -m slow.
 #: (bias-corrected moments: tests/test_layouts.py runs DebiasedAdamW through the catalogue; a
 #: functional kernel: tests/test_triton_kernel.py runs the Triton kernel through it, the
