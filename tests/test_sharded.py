@@ -325,7 +325,9 @@ def test_deepspeed(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
     and a resume through its own checkpoint (save_checkpoint/load_checkpoint) is the
     uninterrupted run; groups.none_grad fails: a parameter left out of the loss (no gradient)
     is stepped as if its gradient were zero (its decay applied), and a 0-dim parameter is
-    refused at creation (reports/sharded-audit.md; impl/sharded/deepspeed_evidence.py). No
+    refused at creation (reports/sharded-audit.md; impl/sharded/deepspeed_evidence.py);
+    input.nonfinite fails: one NaN gradient element skips the whole float32 step (its overflow
+    guard runs without loss scaling), where torch's AdamW poisons only that element. No
     checkpoint is left behind."""
     pytest.importorskip("deepspeed")
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
@@ -334,6 +336,7 @@ def test_deepspeed(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
     out = run_suite("conformance/test_exact.py::test_trajectory",
                     "conformance/test_state.py::test_round_trip",
                     "conformance/test_groups.py::test_none_grad",
+                    "conformance/test_input.py::test_nonfinite",
                     f"--impl={engine}:torch.optim.AdamW")
     assert sorted(out.passed()) == ["conformance/test_exact.py::test_trajectory",
                                     "conformance/test_state.py::test_round_trip"], out.messages
@@ -341,6 +344,8 @@ def test_deepspeed(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
     message = out.messages["conformance/test_groups.py::test_none_grad"]
     assert ("groups.none_grad" in message
             or "self.dim() cannot be 0 to view Float as Byte" in message), message
+    nonfinite = out.messages["conformance/test_input.py::test_nonfinite"]
+    assert "other elements left the spec's bound" in nonfinite, nonfinite
 
 
 @pytest.mark.slow

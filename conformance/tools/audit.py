@@ -77,6 +77,9 @@ AUDITS = (
     Audit("fsdp2-adamw-float32", "fsdp2:torch.optim.AdamW", "float32",
           "torch.optim.AdamW under FSDP2 (fully_shard), 2 ranks (gloo)"),
     # DeepSpeed is an optional extra, not in .[all]; run with DS_ACCELERATOR=cpu
+    Audit("deepspeed-zero1-adamw-float32", "deepspeed-zero1:torch.optim.AdamW", "float32",
+          "torch.optim.AdamW as the client optimizer of DeepSpeed ZeRO-1 (0.19.8, "
+          "DS_ACCELERATOR=cpu, gradient clipping off), 2 ranks (gloo)"),
     Audit("deepspeed-zero2-adamw-float32", "deepspeed-zero2:torch.optim.AdamW", "float32",
           "torch.optim.AdamW as the client optimizer of DeepSpeed ZeRO-2 (0.19.8, "
           "DS_ACCELERATOR=cpu, gradient clipping off), 2 ranks (gloo)"),
