@@ -65,13 +65,15 @@ def test_probe_finds_the_hyperparameters_compiled_per_value(
 
 def test_value_sets_are_the_runs() -> None:
     """The same sets for the same seed (in every process of a run), others for another seed;
-    the first two are notable values; every weight decay is > 0."""
+    the first three are notable values (the last the ranges' edges); every weight decay is
+    > 0."""
     names = compiled.COMPILED
     ci = value_sets(names, None)
     assert len(ci) == VALUE_SETS and ci == value_sets(names, None)
     assert ci[0] == {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2}
     assert all(s["weight_decay"] > 0.0 for s in ci)
-    assert value_sets(names, "7")[:2] == ci[:2] and value_sets(names, "7")[2:] != ci[2:]
+    assert ci[2] == {"beta1": 0.99, "beta2": 1 - 1e-6, "eps": 1.0, "weight_decay": 1.0}
+    assert value_sets(names, "7")[:3] == ci[:3] and value_sets(names, "7")[3:] != ci[3:]
     assert all(set(s) == set(names) for s in ci)
 
 

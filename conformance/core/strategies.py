@@ -114,14 +114,15 @@ VALUE_SETS = 4
 
 
 def value_sets(names: tuple[str, ...], seed: str | None) -> tuple[dict[str, float], ...]:
-    """VALUE_SETS sets of values of `names`, the same in every process of a run: the first two
-    of each range's notable values (typical, then the next), then sets drawn over the ranges by
-    the run's seed (a derandomized run's are fixed; another seed, another two). Their weight
-    decays are > 0, so that a decay property has one in every set; a property that wants none
-    asks for it (hyperparameters(decay=False)): one more value, 0."""
+    """VALUE_SETS sets of values of `names`, the same in every process of a run: each range's
+    first, second and last notable values (typical; the next; the edge: lr 1, beta2 1 - 1e-6,
+    where a float32 bias correction is 1% off), then a set drawn over the ranges by the run's seed
+    (a derandomized run's is fixed; another seed, another set). Their weight decays are > 0, so
+    that a decay property has one in every set; a property that wants none asks for it
+    (hyperparameters(decay=False)): one more value, 0."""
     ranges = {n: _DECAY if n == "weight_decay" else RANGES[n] for n in names}
     rng = np.random.default_rng(zlib.crc32((seed or "derandomized").encode()))
-    fixed = [{n: r.notable[i] for n, r in ranges.items()} for i in (0, 1)]
+    fixed = [{n: r.notable[i] for n, r in ranges.items()} for i in (0, 1, -1)]
     return tuple(fixed + [{n: r.sample(rng) for n, r in ranges.items()}
                           for _ in range(VALUE_SETS - len(fixed))])
 
