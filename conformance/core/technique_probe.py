@@ -15,13 +15,16 @@ from adamw_conformance.core.representation import ulp
 from adamw_conformance.spec.formats import format_of
 
 #: The detection probe: two halves of elements given one equal step that lands between two
-#: representable numbers: elements equal to 1 stepped up by 3/8 of the ulp above 1 (plus 1/1024
-#: of it, so that the fraction is no multiple of 1/256: a probability taken from the wrong bits
-#: is then no 0 or 1), elements equal to 1.5 stepped down by as much (5/8 of the way up from the
-#: number below). Rounding to nearest stores 1 and 1.5; stochastic rounding spreads each half
-#: over two values (all alike by chance with probability about 0.625^64 + 0.375^64 < 1e-13); a
-#: deterministic rounding that stores the farther neighbour (towards zero, away from it, one
-#: draw for the whole tensor that fell below the fraction) is no rounding to nearest either.
+#: representable numbers, just short of the midpoint: elements equal to 1 stepped up by
+#: 63/128 + 1/1024 of the ulp above 1, elements equal to 1.5 stepped down by as much. Rounding to
+#: nearest stores 1 and 1.5 (the float32 result is 1/146 of an ulp from the midpoint, far beyond
+#: the arithmetic's error); stochastic rounding spreads each half over two values (all alike by
+#: chance with probability below 1e-18; a rounding biased one way still spreads). A
+#: deterministic rounding that stores the farther neighbour is no rounding to nearest: towards
+#: zero (the second half), away from it (the first), or one draw for the whole tensor (one of
+#: the halves unless the draw falls within 1/73 around the midpoint). The 1/1024 keeps the
+#: fraction off the multiples of 1/256, so that a probability taken from the wrong bits (the
+#: lowest 8 that bfloat16 drops) still spreads.
 _PROBE_ELEMENTS = 64
 
 
@@ -38,9 +41,8 @@ def rounding(cfg: Config) -> str:
     if "weight_decay" in hyper:
         hyper["weight_decay"] = 0.0
     # the step at t=1 is lr g/(|g| + eps) ~ lr (g = -1 steps up, g = +1 down); 1 and 1.5 share
-    # their binade, so the fraction is (3/8 + 1/1024) of its ulp 2^(1 - p) above 1, 5/8 - 1/1024
-    # below 1.5
-    hyper["lr"] = (3 * 2.0**7 + 1) * 2.0 ** (-fmt.precision - 9)
+    # their binade, whose ulp is 2^(1 - p): the step is 505/1024 of it
+    hyper["lr"] = 505 * 2.0 ** (-fmt.precision - 9)
     start = np.repeat([1.0, 1.5], _PROBE_ELEMENTS)
     grads = np.repeat([-1.0, 1.0], _PROBE_ELEMENTS)
     setup = Setup([GroupSetup([start], hyper)], cfg.dtype, cfg.device)
@@ -50,7 +52,11 @@ def rounding(cfg: Config) -> str:
     halves = after[:_PROBE_ELEMENTS], after[_PROBE_ELEMENTS:]
     if any(len(np.unique(h)) > 1 for h in halves):
         return "stochastic"
-    return "nearest" if bool(np.all(after == start)) else "not nearest"
+    # the farther neighbour, and only a neighbour: a step that went elsewhere (a NaN, a wrong
+    # update) is the other properties' to judge
+    farther = start - grads * ulp(start, fmt)
+    neighbour = (after == start) | (after == farther)
+    return "not nearest" if bool(np.all(neighbour) and np.any(after == farther)) else "nearest"
 
 
 def compensation_candidates(cfg: Config, run: Any) -> dict[str, bool]:

@@ -141,14 +141,17 @@ class StochasticEightBitDraw(StochasticRoundingAdamW):
 
 
 class StochasticSharedDraw(StochasticRoundingAdamW):
-    """One random draw for the whole tensor at each step: every element with the same fraction
-    rounds the same way. Killed by dtype.stochastic_rounding."""
+    """One random draw for the whole tensor at each step (from a generator seeded by the step,
+    the same in every run): every element with the same fraction rounds the same way, so that
+    equal elements given an equal step stay equal, on the farther neighbour where the draw fell
+    below the fraction. Killed by dtype.stochastic_rounding."""
 
     def store(self, p: torch.Tensor, x: torch.Tensor, state: dict) -> None:
         if p.dtype != torch.bfloat16:
             return super().store(p, x, state)
         bits = x.contiguous().view(torch.int32)
-        draw = torch.randint(0, 1 << 16, (), dtype=torch.int32, generator=self.draws())
+        gen = torch.Generator().manual_seed(17 * state["step"])
+        draw = torch.randint(0, 1 << 16, (), dtype=torch.int32, generator=gen)
         p.copy_(_sr(x, (bits & 0xFFFF) > draw, p.dtype))
 
 
