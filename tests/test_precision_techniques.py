@@ -66,6 +66,11 @@ def test_the_correct_models_pass_their_properties() -> None:
     ("KahanCompensationNotSaved", "conformance/test_state.py::test_round_trip", "round_trip"),
     ("BiasedStochasticRounding", ROUNDING, "probability:"),
     ("ReusedStochasticDraw", ROUNDING, "independence:"),
+    # (the red team's: a draw reused at steps 2 and 3 only, 8 random bits where bfloat16 drops
+    # 16, a deterministic rounding away from zero that one step's bound cannot see)
+    ("StochasticDrawReusedInPairs", ROUNDING, "at both steps 2 and 3"),
+    ("StochasticEightBitDraw", ROUNDING, "expectation: theta=24"),
+    ("RoundedAwayFromZero", ROUNDING, "does not round to nearest"),
 ])
 def test_each_shipped_defect_is_killed_by_its_property(mutant: str, node: str,
                                                         says: str) -> None:
@@ -73,6 +78,16 @@ def test_each_shipped_defect_is_killed_by_its_property(mutant: str, node: str,
     out = run_suite(node, f"--impl=impl.mutants.precision:{mutant}", BF16, reuse=True)
     assert out.failed() == [node], out.results
     assert says in out.messages[node]
+
+
+def test_a_directed_rounding_is_found_and_a_seeded_one_is_no_false_alarm() -> None:
+    """A rounding that stores the farther neighbour deterministically is named as such (not as
+    a stochastic rounding); a stochastic rounding seeded from the step alone (the same draws in
+    every run) is a stochastic rounding all the same, and passes."""
+    away = layout.of(bf16("impl.mutants.precision:RoundedAwayFromZero"))
+    assert away.rounding == "not nearest" and "not rounded to nearest" in away.describe()
+    out = run_suite(ROUNDING, "--impl=impl.mutants.precision:StochasticSeededByStep", BF16)
+    assert out.results[ROUNDING] == "passed", out.messages
 
 
 def test_round_to_nearest_without_compensation_skips_both_with_the_reason(capsys) -> None:

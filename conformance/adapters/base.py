@@ -139,8 +139,9 @@ class StateLayout:
     #: the state key of a Kahan compensation the target keeps beside each parameter, in its
     #: dtype: the parameter's value is the pair's sum, p + state[key] (docs/precision-techniques.md)
     compensation: str | None = None
-    #: how the target rounds its result to the parameter's dtype: "nearest", or "stochastic"
-    #: (found from behaviour: equal elements given equal steps end apart)
+    #: how the target rounds its result to the parameter's dtype: "nearest", "stochastic"
+    #: (found from behaviour: equal elements given equal steps end apart), or "not nearest"
+    #: (they end alike, on the farther neighbour: dtype.stochastic_rounding judges it)
     rounding: str = "nearest"
 
     @property
@@ -175,6 +176,9 @@ class StateLayout:
                          f"state['{self.compensation}'])")
         if self.rounding == "stochastic":
             parts.append("parameters rounded stochastically to their dtype")
+        elif self.rounding == "not nearest":
+            parts.append("parameters not rounded to nearest (a probe's step stored the farther "
+                         "neighbour)")
         text = ", ".join(parts) + f" ({self.source})"
         if self.note:
             text += f"; {self.note}"

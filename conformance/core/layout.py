@@ -246,7 +246,7 @@ def _probe(cfg: Config) -> StateLayout:
     if capability(run, "state_keys"):
         keys = calls.guarded("state_keys()", run.state_keys, 0, timeout=cfg.timeout) or {}
         names = tuple(sorted(keys.items()))
-    rounding = "stochastic" if technique_probe.rounds_stochastically(cfg) else "nearest"
+    rounding = technique_probe.rounding(cfg)
     return StateLayout(moments, tuple(counters) if seen else (REPORTED,), names,
                        "detected", refused, note, readable=reads[-1] is not None,
                        compensation=comp, rounding=rounding)

@@ -243,6 +243,15 @@ def shape_pool() -> st.SearchStrategy[tuple[int, ...]]:
     return st.sampled_from(_STEP_SHAPES) if now.shape_set else shapes
 
 
+def uniform_fill(x: np.ndarray, rng: np.random.Generator, dtype: str) -> np.ndarray:
+    """`x`'s largest magnitude times uniform values in [-1, 1] ([0, 1] where x is never
+    negative): every code of a map's top decades is met by some element of a block (a drawn
+    magnitude is log-uniform, which leaves a single corrupted code among them unseen)."""
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    low = 0.0 if x.size and float(np.min(x)) >= 0 else -1.0
+    return representable(top * rng.uniform(low, 1.0, x.shape), dtype)
+
+
 def with_outliers(x: np.ndarray, rng: np.random.Generator, dtype: str) -> np.ndarray:
     """`x` with one element of each OUTLIER_RUN scaled by 10^4."""
     flat = x.reshape(-1).copy()
@@ -301,6 +310,11 @@ def step_cases(draw: st.DrawFn, dtype: str = "float32", device: str = "cpu",
         g = with_outliers(g, rng, dtype)
         if state.m is not None and not is_fresh:
             state.m = with_outliers(state.m, rng, dtype)
+    elif context.current().quantized and draw(st.booleans()):
+        g = uniform_fill(g, rng, dtype)
+        for name in ("m", "v"):
+            if getattr(state, name, None) is not None and not is_fresh:
+                setattr(state, name, uniform_fill(getattr(state, name), rng, dtype))
     if (options or {}).get("amsgrad"):
         v = state.v if state.v is not None else np.zeros(shape)
         state.vmax = np.zeros(shape) if is_fresh else np.maximum(

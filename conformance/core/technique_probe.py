@@ -14,37 +14,49 @@ from adamw_conformance.core.config import Config
 from adamw_conformance.core.representation import ulp
 from adamw_conformance.spec.formats import format_of
 
-#: The detection probe: elements equal to 1, one equal step that lands between two
-#: representable numbers, 3/8 of the way from 1 up to the next one for half of them, a quarter
-#: of the way up from the number below 1 for the other half: rounding to nearest stores one
-#: value per half, stochastic rounding two (all alike by chance with probability
-#: 0.625^64 + 0.375^64 < 1e-13 and 0.75^64 + 0.25^64 < 1e-7; a rounding biased one way still
-#: spreads one of the halves).
+#: The detection probe: two halves of elements given one equal step that lands between two
+#: representable numbers, just short of the midpoint: elements equal to 1 stepped up by
+#: 63/128 + 1/1024 of the ulp above 1, elements equal to 1.5 stepped down by as much. Rounding to
+#: nearest stores 1 and 1.5 (the float32 result is 1/146 of an ulp from the midpoint, far beyond
+#: the arithmetic's error); stochastic rounding spreads each half over two values (all alike by
+#: chance with probability below 1e-18; a rounding biased one way still spreads). A
+#: deterministic rounding that stores the farther neighbour is no rounding to nearest: towards
+#: zero (the second half), away from it (the first), or one draw for the whole tensor (one of
+#: the halves unless the draw falls within 1/73 around the midpoint). The 1/1024 keeps the
+#: fraction off the multiples of 1/256, so that a probability taken from the wrong bits (the
+#: lowest 8 that bfloat16 drops) still spreads.
 _PROBE_ELEMENTS = 64
 
 
-def rounds_stochastically(cfg: Config) -> bool:
-    """Whether the target stores bf16/fp16 results by stochastic rounding: equal elements given
-    an equal step that ends between two representable numbers end apart."""
+def rounding(cfg: Config) -> str:
+    """How the target stores bf16/fp16 results: "stochastic" where equal elements given an equal
+    step end apart, "not nearest" where they end alike on the farther of the two numbers around
+    their result, else "nearest"."""
     from adamw_conformance.core.strategies import typical_hyper
 
     fmt = format_of(cfg.dtype)
     if fmt.precision >= 24:  # float32 and float64 parameters are the arithmetic's own format
-        return False
+        return "nearest"
     hyper = typical_hyper(cfg.model.rule_name)
     if "weight_decay" in hyper:
         hyper["weight_decay"] = 0.0
-    # the step at t=1 is lr g/(|g| + eps) ~ lr: 3/8 of the ulp above 1, 3/4 of the one below
-    # (g = -1 steps up, g = +1 down)
-    hyper["lr"] = 3 * 2.0 ** (-fmt.precision - 2)
-    ones = np.ones(2 * _PROBE_ELEMENTS)
+    # the step at t=1 is lr g/(|g| + eps) ~ lr (g = -1 steps up, g = +1 down); 1 and 1.5 share
+    # their binade, whose ulp is 2^(1 - p): the step is 505/1024 of it
+    hyper["lr"] = 505 * 2.0 ** (-fmt.precision - 9)
+    start = np.repeat([1.0, 1.5], _PROBE_ELEMENTS)
     grads = np.repeat([-1.0, 1.0], _PROBE_ELEMENTS)
-    setup = Setup([GroupSetup([ones], hyper)], cfg.dtype, cfg.device)
+    setup = Setup([GroupSetup([start], hyper)], cfg.dtype, cfg.device)
     run = calls.guarded("creating the optimizer", cfg.adapter.create, setup, timeout=cfg.timeout)
     calls.step(cfg, run, [grads])
     after = np.asarray(calls.guarded("params()", run.params, timeout=cfg.timeout)[0])
     halves = after[:_PROBE_ELEMENTS], after[_PROBE_ELEMENTS:]
-    return any(len(np.unique(h)) > 1 for h in halves)
+    if any(len(np.unique(h)) > 1 for h in halves):
+        return "stochastic"
+    # the farther neighbour, and only a neighbour: a step that went elsewhere (a NaN, a wrong
+    # update) is the other properties' to judge
+    farther = start - grads * ulp(start, fmt)
+    neighbour = (after == start) | (after == farther)
+    return "not nearest" if bool(np.all(neighbour) and np.any(after == farther)) else "nearest"
 
 
 def compensation_candidates(cfg: Config, run: Any) -> dict[str, bool]:

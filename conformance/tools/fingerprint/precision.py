@@ -37,10 +37,13 @@ def _representation(target: Target) -> Answer:
     lay = of(target.cfg)
     found = ([f"Kahan-compensated (p + state['{lay.compensation}'])"]
              if lay.compensation is not None else [])
-    found += ["rounds stochastically to its dtype"] if lay.rounding == "stochastic" else []
+    found += {"stochastic": ["rounds stochastically to its dtype"],
+              "not nearest": ["does not round to nearest (the farther neighbour stored)"]
+              }.get(lay.rounding, [])
     evidence = ("layout probe: an unnamed state within half an ulp of the parameter, nonzero "
                 "after a step, is a compensation; equal elements that end apart after an "
-                "equal step are rounded stochastically")
+                "equal step are rounded stochastically, alike on the farther neighbour not to "
+                "nearest")
     return Answer("; ".join(found), evidence + (": " + "; ".join(found) if found
                                                 else ": neither found"), True)
 
