@@ -9,7 +9,7 @@ import pytest
 from adamw_conformance.adapters.base import GroupSetup, Setup
 from adamw_conformance.core import calls
 from adamw_conformance.core.config import Config
-from adamw_conformance.core.strategies import typical_hyper
+from adamw_conformance.core.strategies import representable, typical_hyper
 from adamw_conformance.core.targets import resolve
 
 import impl.harness
@@ -74,3 +74,16 @@ def test_both_amp_patterns_are_judged():
                     "--impl=impl.mutants.scale:IgnoresFoundInfAfterUnscale", reuse=True)
     assert out.results == {"conformance/test_scale.py::test_grad_scaler[step]": "passed",
                            "conformance/test_scale.py::test_grad_scaler[unscale]": "failed"}
+
+
+def test_drawn_values_past_float16s_range_saturate():
+    """A regime reaching past float16's 65504 (gradients of 10^7) draws its largest finite value,
+    not inf: at lr = 0 a float16 ReferenceAdamW, whose float32 state holds the square, must not
+    move (schedule.lr_zero failed it with the inf gradient the draw made); float32 draws are as
+    they were, and an inf put in on purpose stays."""
+    x = np.array([1e7, -1e7, 3.0, np.inf])
+    assert list(representable(x, "float16")) == [65504.0, -65504.0, 3.0, np.inf]
+    assert list(representable(x, "float32")) == [1e7, -1e7, 3.0, np.inf]
+    out = run_suite("conformance/test_schedule.py::test_lr_zero",
+                    "--impl=impl.reference.optimizer:ReferenceAdamW", "--dtype=float16")
+    assert out.rc == 0, out.messages

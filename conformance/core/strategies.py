@@ -48,7 +48,12 @@ class Regime:
 
 
 def representable(x: np.ndarray, dtype: str) -> np.ndarray:
-    """`x` rounded to `dtype` and back: float64 values the dtype holds exactly."""
+    """`x` rounded to `dtype` and back: float64 values the dtype holds exactly. A finite value
+    past the dtype's range saturates at its largest finite value instead of becoming inf (only
+    float16's 65504 is within the regimes' reach): a drawn tensor means finite values, and the
+    properties about non-finite inputs put those in themselves."""
+    big = float(torch.finfo(getattr(torch, dtype)).max)
+    x = np.where(np.isfinite(x), np.clip(x, -big, big), x)
     return torch.tensor(x, dtype=torch.float64).to(getattr(torch, dtype)).double().numpy()
 
 
