@@ -52,11 +52,30 @@ def rounding(cfg: Config) -> str:
     halves = after[:_PROBE_ELEMENTS], after[_PROBE_ELEMENTS:]
     if any(len(np.unique(h)) > 1 for h in halves):
         return "stochastic"
-    # the farther neighbour, and only a neighbour: a step that went elsewhere (a NaN, a wrong
-    # update) is the other properties' to judge
-    farther = start - grads * ulp(start, fmt)
-    neighbour = (after == start) | (after == farther)
-    return "not nearest" if bool(np.all(neighbour) and np.any(after == farther)) else "nearest"
+    return "not nearest" if _farther_neighbour(cfg, start, grads, hyper, after) else "nearest"
+
+
+#: A result nearer the midpoint between its two neighbours than this share of an ulp is not
+#: classified: the target's float32 arithmetic (2^-16 of a bfloat16 ulp, 2^-13 of a float16
+#: one) could move it across, with room to spare. Adam's probe result is 1/146 of an ulp from it.
+_MIDPOINT_GUARD = 2.0**-8
+
+
+def _farther_neighbour(cfg: Config, start: np.ndarray, grads: np.ndarray,
+                       hyper: Mapping[str, float], after: np.ndarray) -> bool:
+    """Whether every element is stored on one of the two neighbours of the spec's exact result
+    (its oracle, whatever the rule's step) and some on the farther one: a step that went
+    elsewhere (a NaN, a wrong update) is the other properties' to judge."""
+    fmt = format_of(cfg.dtype)
+    exact = cfg.model.oracle.trajectory(start, [grads], dict(hyper))[-1].float64()["theta"]
+    u = ulp(start, fmt)  # the results stay in their starts' binades (a step below an ulp)
+    lo = np.floor(exact / u) * u
+    hi = lo + u
+    nearer = np.where(exact - lo <= hi - exact, lo, hi)
+    farther = np.where(nearer == lo, hi, lo)
+    clear = np.abs(exact - (lo + hi) / 2) >= _MIDPOINT_GUARD * u
+    neighbour = (after == nearer) | (after == farther)
+    return bool(np.all(neighbour) and np.any((after == farther) & clear))
 
 
 def compensation_candidates(cfg: Config, run: Any) -> dict[str, bool]:
