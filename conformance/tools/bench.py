@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the clone: conformance/tools/ is two below it
 TARGETS = ("torch-loop", "torch-foreach", "torch-fused")
 #: The heading of the section tools/shardbench writes (the last of the file).
 SHARDED_HEADING = "## The sharded verdict"

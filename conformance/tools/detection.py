@@ -32,7 +32,7 @@ from pathlib import Path
 
 from adamw_conformance.core import catalogue
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the clone: conformance/tools/ is two below it
 REPORT = ROOT / "reports" / "detection.md"
 
 

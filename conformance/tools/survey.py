@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the clone: conformance/tools/ is two below it
 
 #: (group, --impl): none of them is AdamW with the default conventions.
 TARGETS: tuple[tuple[str, str], ...] = (
