@@ -21,12 +21,15 @@ A target whose warm-up compiled nothing is not stepped at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from adamw_conformance.adapters.base import GroupSetup, Setup
 from adamw_conformance.core import calls
 from adamw_conformance.core.config import Config
+
+if TYPE_CHECKING:
+    from adamw_conformance.core.strategies import Range
 
 #: The probe's shapes: new to a target that only took the layout probe and the warm-up.
 _PROBE_SIZES = (5, 6, 7)
@@ -55,11 +58,6 @@ def recompiles(cfg: Config) -> Recompiles:
             found = Recompiles()
         known = _FOUND[key] = (cfg.adapter, found)
     return known[1]
-
-
-def recompiles_per_shape(cfg: Config) -> bool:
-    """Whether `cfg`'s target compiled its step again for a third new shape."""
-    return recompiles(cfg).per_shape
 
 
 def found(cfg: Config) -> Recompiles | None:
@@ -101,7 +99,7 @@ def _probe(cfg: Config) -> Recompiles:
     return Recompiles(compiled[-1] > 0, per_value)
 
 
-def _other(drawn: Any, typical: float) -> float:
+def _other(drawn: Range, typical: float) -> float:
     """A notable value of the range other than the typical one."""
     return next(x for x in drawn.notable if x != typical)
 
